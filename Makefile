@@ -1,0 +1,45 @@
+# gatekeeper: `make run` shows the demo, `make test` runs every check. Both set up what they need.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit integration bench system-deps clean
+
+$(STAMP): pyproject.toml
+	@if ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+		echo "gatekeeper needs Python 3.11 or newer (found: $(PYTHON))"; exit 1; fi
+	@if [ ! -x $(BIN)/python ]; then \
+		$(PYTHON) -m venv $(VENV) || { scripts/system-deps.sh python3-venv && $(PYTHON) -m venv $(VENV); }; fi
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+system-deps:
+	@scripts/system-deps.sh redis-server
+
+run: $(STAMP) system-deps
+	$(BIN)/gatekeeper demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check gatekeeper tests bench
+	$(BIN)/ruff format --check gatekeeper tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP) system-deps
+	$(BIN)/pytest -q tests/integration
+
+test: $(STAMP) system-deps lint typecheck
+	$(BIN)/pytest -q
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,346 @@
+"""The `gatekeeper` command line.
+
+Exit status: 0 allow / success, 1 block / some rows rejected, 2 usage or configuration error,
+3 the consent index is unavailable (commands other than `check`, which then decides: block).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from gatekeeper import __version__
+from gatekeeper.config import ConfigError, Settings, load
+from gatekeeper.core.model import NumberKind, Verdict
+from gatekeeper.core.numbers import normalise
+from gatekeeper.core.policy import zone
+from gatekeeper.demo import run_demo
+from gatekeeper.gate import CallRequest, Gate, GateDecision
+from gatekeeper.index.loader import ImportRefused, ImportReport, Loader
+from gatekeeper.index.rows import ImportFileError, count_lines
+from gatekeeper.index.store import ConsentIndex, is_unavailable
+
+EXIT_OK, EXIT_BLOCK, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+SCRUB_BATCH = 2_000
+NUMBER_COLUMNS = ("number", "phone", "telephone", "msisdn", "telefoon", "telefoonnummer", "phone_number")
+
+log = logging.getLogger("gatekeeper")
+
+
+class UsageError(Exception):
+    """Bad arguments: exit status 2 with the message."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gatekeeper",
+        description="Compliance gate for outbound calls: consent, objections, calling hours, caller ID.",
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="TOML configuration (default: $GATEKEEPER_CONFIG, ./gatekeeper.toml)"
+    )
+    p.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    imp = sub.add_parser("import", help="load consent, customer, objection and suppression records")
+    imp.add_argument("file", metavar="FILE", help="CSV or JSON Lines (header tenant,number,kind,start,end,reference)")
+    imp.add_argument("--replace", action="store_true", help="full snapshot: replace each tenant's data atomically")
+    imp.add_argument("--region", default=None, help="region for national numbers (default: [numbers] default_region)")
+    imp.add_argument("--strict", action="store_true", help="refuse the whole file if any row is invalid")
+
+    chk = sub.add_parser("check", help="decide one call")
+    chk.add_argument("number", metavar="NUMBER")
+    chk.add_argument("--campaign", required=True, metavar="ID")
+    chk.add_argument("--at", metavar="ISO-8601", help="call time (without offset: campaign's local time; default now)")
+    chk.add_argument("--caller-id", metavar="NUMBER", help="the presented caller ID (rule 5)")
+    chk.add_argument("--json", action="store_true", help="print one JSON object")
+
+    scr = sub.add_parser("scrub", help="check a call list before a campaign")
+    scr.add_argument("list", metavar="LIST.csv")
+    scr.add_argument("-o", "--output", required=True, metavar="OUT.csv")
+    scr.add_argument("--campaign", required=True, metavar="ID")
+    scr.add_argument("--at", metavar="ISO-8601")
+
+    obj = sub.add_parser("object", help="register an objection (takes effect for the next call)")
+    obj.add_argument("number", metavar="NUMBER")
+    obj.add_argument("--tenant", required=True, metavar="T")
+    obj.add_argument("--reference", default="cli", help="pointer to the evidence (default: cli)")
+
+    era = sub.add_parser("erase", help="erase a number (GDPR art. 17); leaves a global suppression")
+    era.add_argument("number", metavar="NUMBER")
+    era.add_argument("--reference", default="erasure", help="pointer to the request (default: erasure)")
+
+    sub.add_parser("status", help="show the loaded tenants and their generations")
+
+    demo = sub.add_parser("demo", help="run the out-of-the-box demo (private Redis if none is reachable)")
+    demo.add_argument("--redis-url", default=None, help="use this Redis instead of probing 127.0.0.1:6379")
+    return p
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def _parse_at(text: str | None, settings: Settings, campaign_id: str) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at: {text!r} is not an ISO-8601 date-time (e.g. 2026-07-01T10:30)") from None
+    if value.tzinfo is None:
+        campaign = settings.campaign(campaign_id)
+        if campaign is not None:
+            tz = campaign.jurisdiction.timezone
+        else:
+            tz = next(iter(settings.jurisdictions.values())).timezone if settings.jurisdictions else "Europe/Amsterdam"
+        value = value.replace(tzinfo=zone(tz))
+    return value
+
+
+def _e164(settings: Settings, text: str) -> str:
+    number = normalise(text, settings.default_region, settings.numbers)
+    if number.kind is not NumberKind.VALID or number.e164 is None:
+        raise UsageError(f"{number.masked if number.e164 else 'the number'} is not a valid telephone number")
+    return number.e164
+
+
+@contextmanager
+def _progress(total: int, unit: str) -> Iterator[Callable[[int], None]]:
+    bar = tqdm(total=total, unit=f" {unit}", unit_scale=True, disable=not sys.stderr.isatty(), file=sys.stderr)
+
+    def advance(done: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        yield advance
+    finally:
+        bar.close()
+
+
+async def _with_index(settings: Settings, work: Callable[[ConsentIndex], Awaitable[int]]) -> int:
+    index = ConsentIndex.from_settings(settings.index)
+    try:
+        return await work(index)
+    finally:
+        await index.close()
+
+
+def _print_decision(result: GateDecision, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+        return
+    d = result.decision
+    shown = "ALLOW (monitor: would block)" if d.would_block else d.verdict.value.upper()
+    regime = f", regime {d.regime}" if d.regime else ""
+    out.write(f"{shown} {d.reason.value}  [{result.masked_number}, campaign {result.request.campaign}{regime}]\n")
+    out.write(f"  {d.explanation}\n")
+    if result.index_error:
+        out.write(f"  (index error: {result.index_error})\n")
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+
+async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    at = _parse_at(args.at, settings, args.campaign)
+    request = CallRequest(
+        dialled=args.number,
+        campaign=args.campaign,
+        caller_id=args.caller_id,
+        at=at,
+        source="cli",
+    )
+
+    async def work(index: ConsentIndex) -> int:
+        gate = Gate(settings, index, budget=max(settings.index.timeout, 2.0))
+        result = await gate.check(request)
+        _print_decision(result, args.json, sys.stdout)
+        return EXIT_OK if result.decision.verdict is Verdict.ALLOW else EXIT_BLOCK
+
+    return await _with_index(settings, work)
+
+
+def _report(report: ImportReport, out: TextIO) -> None:
+    if report.refused:
+        out.write(f"refused: {report.error_count:,} invalid rows in {report.source} (--strict); nothing was imported\n")
+    else:
+        out.write(
+            f"imported {report.accepted:,} of {report.rows:,} rows from {report.source} in {report.seconds:.1f} s "
+            f"({report.rows_per_second:,.0f} rows/s)\n"
+        )
+        for tenant, t in sorted(report.tenants.items()):
+            how = (
+                f"new generation {t.generation} switched in"
+                if t.new_generation
+                else f"merged into generation {t.generation}"
+            )
+            skipped = (
+                f", {t.skipped_suppressed:,} rows for suppressed numbers not stored" if t.skipped_suppressed else ""
+            )
+            out.write(f"  tenant {tenant}: {how} ({t.rows:,} rows, {t.records_created:,} new records{skipped})\n")
+        if report.suppressions:
+            out.write(f"  global suppressions: {report.suppressions:,} rows\n")
+    if report.error_count:
+        out.write(f"{report.error_count:,} invalid rows{'' if report.refused else ' skipped'}:\n")
+        for error in report.errors[:50]:
+            out.write(f"  {error}\n")
+        if report.error_count > 50:
+            out.write(f"  … and {report.error_count - 50:,} more; by kind:\n")
+            for kind, n in report.error_kinds.most_common(10):
+                out.write(f"    {n:>9,}  {kind}\n")
+
+
+async def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    region = (args.region or settings.default_region).upper()
+
+    async def work(index: ConsentIndex) -> int:
+        loader = Loader(index)
+        with _progress(count_lines(path), "rows") as progress:
+            report = await loader.load(path, region=region, replace=args.replace, strict=args.strict, progress=progress)
+        _report(report, sys.stdout if not report.error_count else sys.stderr)
+        return EXIT_BLOCK if report.error_count else EXIT_OK
+
+    return await _with_index(settings, work)
+
+
+async def cmd_scrub(settings: Settings, args: argparse.Namespace) -> int:
+    source, target = Path(args.list), Path(args.output)
+    if not source.is_file():
+        raise UsageError(f"{source}: no such file")
+    at = _parse_at(args.at, settings, args.campaign) or dt.datetime.now(dt.UTC)
+
+    async def work(index: ConsentIndex) -> int:
+        gate = Gate(settings, index, budget=30.0)
+        counts: dict[str, int] = {}
+        with (
+            source.open(newline="", encoding="utf-8-sig") as fin,
+            target.open("w", newline="", encoding="utf-8") as fout,
+            _progress(count_lines(source), "rows") as progress,
+        ):
+            reader = csv.reader(fin)
+            header = next(reader, None)
+            if header is None:
+                raise UsageError(f"{source}: empty file")
+            lowered = [h.strip().lower() for h in header]
+            column = next((lowered.index(c) for c in NUMBER_COLUMNS if c in lowered), 0)
+            added = [n if n not in lowered else f"gk_{n}" for n in ("verdict", "reason", "would_block", "regime")]
+            writer = csv.writer(fout)
+            writer.writerow([*header, *added, "explanation"])
+            done = 0
+            while True:
+                rows = [r for _, r in zip(range(SCRUB_BATCH), reader, strict=False)]
+                if not rows:
+                    break
+                numbers = [r[column] if column < len(r) else "" for r in rows]
+                for row, result in zip(rows, await gate.check_many(args.campaign, numbers, at), strict=True):
+                    d = result.decision
+                    counts[d.reason.value] = counts.get(d.reason.value, 0) + 1
+                    writer.writerow(
+                        [
+                            *row,
+                            d.verdict.value,
+                            d.reason.value,
+                            str(d.would_block).lower(),
+                            d.regime or "",
+                            d.explanation,
+                        ]
+                    )
+                done += len(rows)
+                progress(done)
+        summary = ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        sys.stdout.write(f"scrubbed {done:,} rows into {target}: {summary}\n")
+        return EXIT_OK
+
+    return await _with_index(settings, work)
+
+
+async def cmd_object(settings: Settings, args: argparse.Namespace) -> int:
+    e164 = _e164(settings, args.number)
+    if args.tenant not in settings.tenants:
+        log.warning("tenant %r has no configured campaign; the objection is registered anyway", args.tenant)
+
+    async def work(index: ConsentIndex) -> int:
+        key = await index.object(args.tenant, e164, dt.datetime.now(dt.UTC), args.reference)
+        masked = normalise(e164, settings.default_region).masked
+        sys.stdout.write(f"objection registered for {masked} (tenant {args.tenant}, hash {key.hash_hex}); "
+                         "it blocks the next call\n")  # fmt: skip
+        return EXIT_OK
+
+    return await _with_index(settings, work)
+
+
+async def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
+    e164 = _e164(settings, args.number)
+
+    async def work(index: ConsentIndex) -> int:
+        removed = await index.erase(e164, dt.datetime.now(dt.UTC), args.reference)
+        masked = normalise(e164, settings.default_region).masked
+        sys.stdout.write(f"erased {masked}: {removed} records removed; a global suppression remains\n")
+        return EXIT_OK
+
+    return await _with_index(settings, work)
+
+
+async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(index: ConsentIndex) -> int:
+        tenants = await index.tenants()
+        sys.stdout.write(
+            f"index {settings.index.redacted_url} prefix {settings.index.prefix!r}: {len(tenants)} tenants\n"
+        )
+        for name, info in sorted(tenants.items()):
+            sys.stdout.write(
+                f"  {name}: generation {info.generation} ({info.records:,} records, {1 << info.sub_bits} "
+                f"buckets per tag), last import {info.imported_at} from {info.source}\n"
+            )
+        return EXIT_OK
+
+    return await _with_index(settings, work)
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "check": cmd_check,
+    "import": cmd_import,
+    "scrub": cmd_scrub,
+    "object": cmd_object,
+    "erase": cmd_erase,
+    "status": cmd_status,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="gatekeeper: %(levelname)s: %(message)s")
+    try:
+        if args.command == "demo":
+            return asyncio.run(run_demo(args.redis_url))
+        settings = load(args.config)
+        return asyncio.run(COMMANDS[args.command](settings, args))
+    except (ConfigError, UsageError, ImportFileError, ImportRefused) as exc:
+        sys.stderr.write(f"gatekeeper: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("gatekeeper: interrupted\n")
+        return 130
+    except Exception as exc:
+        if is_unavailable(exc):
+            sys.stderr.write(f"gatekeeper: the consent index is unavailable: {exc}\n")
+            return EXIT_UNAVAILABLE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""Settings: one TOML file plus environment overrides, validated once at start-up.
+
+Every problem is a `ConfigError` that names the file and the key. Secrets (the pepper, passwords in
+URLs) never appear in a `repr`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+
+from gatekeeper.core import jurisdictions
+from gatekeeper.core.calendar import CallingHours, HolidayCalendar, parse_window
+from gatekeeper.core.model import Campaign, Jurisdiction, Mode, Organisation, Purpose, Regime
+from gatekeeper.core.numbers import DEFAULT_EMERGENCY_NUMBERS, NumberPlan, parse_caller_ids
+
+ENV_CONFIG = "GATEKEEPER_CONFIG"
+ENV_REDIS_URL = "GATEKEEPER_REDIS_URL"
+ENV_PEPPER = "GATEKEEPER_PEPPER"
+DEFAULT_LOCATIONS = (Path("gatekeeper.toml"), Path("/etc/gatekeeper/gatekeeper.toml"))
+MIN_PEPPER_LENGTH = 16
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+E = TypeVar("E", bound=StrEnum)
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the file and the key."""
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSettings:
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    pepper: bytes = field(default=b"", repr=False)
+    prefix: str = "gk"
+    timeout: float = 0.05  # seconds: the lookup's share of the decision budget
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.redis_url)
+
+    def __repr__(self) -> str:
+        return (
+            f"IndexSettings(redis_url={self.redacted_url!r}, pepper=<{len(self.pepper)} bytes>, "
+            f"prefix={self.prefix!r}, timeout={self.timeout})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    path: Path | None
+    index: IndexSettings
+    numbers: NumberPlan
+    default_region: str
+    campaigns: Mapping[str, Campaign]
+    jurisdictions: Mapping[str, Jurisdiction]
+
+    def campaign(self, campaign_id: str) -> Campaign | None:
+        return self.campaigns.get(campaign_id)
+
+    def region_for(self, campaign: Campaign | None) -> str:
+        return campaign.region if campaign is not None else self.default_region
+
+    @property
+    def tenants(self) -> frozenset[str]:
+        return frozenset(c.tenant for c in self.campaigns.values())
+
+
+class Table:
+    """A TOML table being read: typed getters that name the key on error, and a check for unknown keys."""
+
+    def __init__(self, data: Mapping[str, Any], where: str, source: str) -> None:
+        self._data = dict(data)
+        self._seen: set[str] = set()
+        self.where = where
+        self.source = source
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        path = f"{self.where}.{key}" if key and self.where else (key or self.where or "(top level)")
+        return ConfigError(f"{self.source}: {path}: {message}")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def keys(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def raw(self, key: str) -> Any:
+        self._seen.add(key)
+        return self._data.get(key)
+
+    def get(self, key: str, kind: type[T], default: T) -> T:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(key, f"must be a {kind.__name__}, not {type(value).__name__}")
+        return value
+
+    def string(self, key: str, default: str) -> str:
+        return self.get(key, str, default)
+
+    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, "must be a list of strings")
+        return tuple(value)
+
+    def choice(self, key: str, enum: type[E], default: E) -> E:
+        value = self.string(key, default.value)
+        try:
+            return enum(value)
+        except ValueError:
+            allowed = " | ".join(e.value for e in enum)
+            raise self.error(key, f"must be one of {allowed} (got {value!r})") from None
+
+    def table(self, key: str) -> Table:
+        value = self.raw(key)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.error(key, "must be a table")
+        return Table(value, f"{self.where}.{key}" if self.where else key, self.source)
+
+    def tables(self, key: str) -> Iterator[tuple[str, Table]]:
+        outer = self.table(key)
+        for name in list(outer.keys()):
+            yield name, outer.table(name)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._data) - self._seen)
+        if unknown:
+            raise self.error(unknown[0], f"unknown key (known here: {', '.join(sorted(self._seen)) or 'none'})")
+
+
+def _parse_index(t: Table, env: Mapping[str, str]) -> IndexSettings:
+    configured_url = t.string("redis_url", "redis://127.0.0.1:6379/0")
+    url = env.get(ENV_REDIS_URL) or configured_url
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
+        raise t.error("redis_url", f"unsupported scheme in {redact_url(url)!r} (redis://, rediss://, unix://)")
+    configured_pepper = t.string("pepper", "")
+    pepper_text = env.get(ENV_PEPPER) or configured_pepper
+    pepper_file = t.string("pepper_file", "")
+    if not pepper_text and pepper_file:
+        try:
+            pepper_text = Path(pepper_file).read_text().strip()
+        except OSError as exc:
+            raise t.error("pepper_file", f"cannot read {pepper_file}: {exc.strerror}") from None
+    if not pepper_text:
+        raise t.error("pepper", f"missing: set [index] pepper, pepper_file or ${ENV_PEPPER} (a secret of at least "
+                      f"{MIN_PEPPER_LENGTH} characters; keep it stable, changing it orphans the index)")  # fmt: skip
+    if len(pepper_text) < MIN_PEPPER_LENGTH:
+        raise t.error("pepper", f"too short: at least {MIN_PEPPER_LENGTH} characters")
+    prefix = t.string("prefix", "gk")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", prefix):
+        raise t.error("prefix", "must be 1–32 letters, digits, '_', '.' or '-'")
+    timeout_ms = t.get("timeout_ms", float, 50.0)
+    if not 0 < timeout_ms <= 10_000:
+        raise t.error("timeout_ms", "must be between 0 and 10000")
+    t.finish()
+    return IndexSettings(url, pepper_text.encode(), prefix, timeout_ms / 1000)
+
+
+def _parse_numbers(t: Table) -> tuple[NumberPlan, str]:
+    trunk = t.string("trunk_prefix", "")
+    if trunk and not trunk.isdigit():
+        raise t.error("trunk_prefix", "must be digits")
+    emergency = t.strings("emergency", tuple(sorted(DEFAULT_EMERGENCY_NUMBERS)))
+    bad = [e for e in emergency if not e.isdigit()]
+    if bad:
+        raise t.error("emergency", f"{bad[0]!r} is not a string of digits")
+    region = t.string("default_region", "NL").upper()
+    _check_region(t, "default_region", region)
+    t.finish()
+    return NumberPlan(trunk_prefix=trunk, emergency=frozenset(emergency)), region
+
+
+def _check_region(t: Table, key: str, region: str) -> None:
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise t.error(key, f"{region!r} is not a known region code (ISO 3166 alpha-2, e.g. NL)")
+
+
+def _date(t: Table, key: str, value: Any) -> dt.date:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise t.error(key, f"{value!r} is not a date (YYYY-MM-DD)")
+
+
+def _parse_hours(t: Table, base: CallingHours) -> CallingHours:
+    weekly = list(base.weekly)
+
+    def windows(key: str) -> tuple[Any, ...] | None:
+        text = t.get(key, str, "")
+        if not text and key not in t:
+            return None
+        try:
+            return parse_window(text)
+        except ValueError as exc:
+            raise t.error(key, str(exc)) from None
+
+    if (common := windows("weekdays")) is not None:
+        weekly[:5] = [common] * 5
+    for i, day in enumerate(_WEEKDAYS):
+        if (w := windows(day)) is not None:
+            weekly[i] = w
+    short_days = base.short_days
+    if "short_days" in t:
+        parsed = set()
+        for text in t.strings("short_days"):
+            try:
+                month_text, day_text = text.split("-")
+                month, mday = int(month_text), int(day_text)
+                dt.date(2000, month, mday)
+            except ValueError:
+                raise t.error("short_days", f"{text!r} is not a day like 12-05 (MM-DD)") from None
+            parsed.add((month, mday))
+        short_days = frozenset(parsed)
+    short_close = base.short_close
+    if "short_close" in t:
+        try:
+            short_close = dt.time.fromisoformat(t.string("short_close", ""))
+        except ValueError:
+            raise t.error("short_close", "must be a time like 18:30") from None
+    t.finish()
+    return replace(base, weekly=tuple(weekly), short_days=short_days, short_close=short_close)
+
+
+def _parse_holidays(t: Table, base: HolidayCalendar) -> HolidayCalendar:
+    extra = dict(base.extra)
+    extra_table = t.table("extra")
+    for key in list(extra_table.keys()):
+        extra[_date(extra_table, key, key)] = extra_table.string(key, key)
+    extra_table.finish()
+    excluded = set(base.excluded)
+    excluded.update(_date(t, "exclude", v) for v in t.strings("exclude"))
+    t.finish()
+    return HolidayCalendar(base.rules, extra, frozenset(excluded))
+
+
+def _parse_regimes(t: Table, key: str, base: Jurisdiction, years: int | None) -> tuple[tuple[dt.date, Regime], ...]:
+    value = t.raw(key)
+    if value is None:
+        regimes = base.regimes
+    else:
+        if not isinstance(value, list) or not value:
+            raise t.error(key, 'must be a non-empty list of tables like { from = 2026-07-01, regime = "nl-2026" }')
+        parsed = []
+        for i, item in enumerate(value):
+            entry = Table(item if isinstance(item, dict) else {}, f"{t.where}.{key}[{i}]", t.source)
+            start = _date(entry, "from", entry.raw("from"))
+            name = entry.string("regime", "")
+            known = jurisdictions.KNOWN_REGIMES.get(name)
+            orgs = entry.strings("relationship_organisations", ())
+            if known is None and not orgs and "relationship_organisations" not in entry:
+                raise entry.error("regime", f"unknown regime {name!r}; define relationship_organisations for it")
+            regime = known or Regime(name, frozenset(), summary=name)
+            if "relationship_organisations" in entry:
+                try:
+                    regime = replace(regime, relationship_organisations=frozenset(Organisation(o) for o in orgs))
+                except ValueError as exc:
+                    raise entry.error("relationship_organisations", str(exc)) from None
+            entry.finish()
+            parsed.append((start, regime))
+        if [d for d, _ in parsed] != sorted(d for d, _ in parsed):
+            raise t.error(key, "must be in date order")
+        regimes = tuple(parsed)
+    if years is not None:
+        regimes = tuple((d, replace(r, former_customer_years=years)) for d, r in regimes)
+    return regimes
+
+
+def _parse_jurisdiction(code: str, t: Table) -> Jurisdiction:
+    try:
+        base = jurisdictions.builtin(code)
+    except KeyError as exc:
+        raise t.error(None, str(exc.args[0])) from None
+    tz = t.string("timezone", base.timezone)
+    try:
+        ZoneInfo(tz)
+    except (ValueError, LookupError):
+        raise t.error("timezone", f"unknown time zone {tz!r}") from None
+    years = t.get("former_customer_years", int, 0) or None
+    if years is not None and not 0 < years <= 50:
+        raise t.error("former_customer_years", "must be between 1 and 50")
+    regimes = _parse_regimes(t, "regimes", base, years)
+    hours = _parse_hours(t.table("hours"), base.hours)
+    hours = replace(hours, holidays=_parse_holidays(t.table("holidays"), hours.holidays))
+    t.finish()
+    return replace(base, timezone=tz, regimes=regimes, hours=hours)
+
+
+def _parse_campaign(cid: str, t: Table, juris: Mapping[str, Jurisdiction]) -> Campaign:
+    if not NAME.fullmatch(cid):
+        raise t.error(None, "campaign ids are 1–64 letters, digits, '_', '.' or '-'")
+    tenant = t.string("tenant", "")
+    if not tenant:
+        raise t.error("tenant", "missing")
+    if not NAME.fullmatch(tenant):
+        raise t.error("tenant", "must be 1–64 letters, digits, '_', '.' or '-'")
+    code = t.string("jurisdiction", "NL").upper()
+    jurisdiction = juris.get(code)
+    if jurisdiction is None:
+        try:
+            jurisdiction = jurisdictions.builtin(code)
+        except KeyError as exc:
+            raise t.error("jurisdiction", str(exc.args[0])) from None
+    region = t.string("region", code).upper()
+    _check_region(t, "region", region)
+    try:
+        caller_ids = parse_caller_ids(t.strings("caller_ids"), region)
+    except ValueError as exc:
+        raise t.error("caller_ids", str(exc)) from None
+    campaign = Campaign(
+        id=cid,
+        tenant=tenant,
+        jurisdiction=jurisdiction,
+        purpose=t.choice("purpose", Purpose, Purpose.TELEMARKETING),
+        organisation=t.choice("organisation", Organisation, Organisation.COMMERCIAL),
+        region=region,
+        mode=t.choice("mode", Mode, Mode.ENFORCE),
+        caller_ids=caller_ids,
+    )
+    t.finish()
+    return campaign
+
+
+Section = Callable[[Table], object]
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the configuration file (or the default locations) and apply environment overrides."""
+    env = os.environ if env is None else env
+    chosen = Path(path) if path else (Path(env[ENV_CONFIG]) if env.get(ENV_CONFIG) else None)
+    if chosen is None:
+        chosen = next((p for p in DEFAULT_LOCATIONS if p.is_file()), None)
+    if chosen is None:
+        raise ConfigError(
+            f"no configuration file: pass --config FILE, set ${ENV_CONFIG}, or create "
+            f"{' or '.join(str(p) for p in DEFAULT_LOCATIONS)}"
+        )
+    try:
+        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{chosen}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{chosen}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+    return parse(data, str(chosen), env, chosen)
+
+
+def parse(data: Mapping[str, Any], source: str, env: Mapping[str, str], path: Path | None = None) -> Settings:
+    top = Table(data, "", source)
+    index = _parse_index(top.table("index"), env)
+    plan, region = _parse_numbers(top.table("numbers"))
+    juris = {code.upper(): _parse_jurisdiction(code.upper(), t) for code, t in top.tables("jurisdictions")}
+    campaigns = {cid: _parse_campaign(cid, t, juris) for cid, t in top.tables("campaigns")}
+    top.finish()
+    return Settings(
+        path=path,
+        index=index,
+        numbers=plan,
+        default_region=region,
+        campaigns=campaigns,
+        jurisdictions=juris,
+    )

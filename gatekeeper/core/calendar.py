@@ -1,0 +1,159 @@
+"""Public holidays and calling hours, as data.
+
+A holiday calendar is a list of rules (fixed dates, dates relative to Easter, fixed dates that move when
+they fall on a given weekday) plus explicit extra and excluded dates, so a jurisdiction's list can be
+written down and checked rule by rule, and a compliance officer can change it in configuration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from dateutil.easter import easter
+
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+@dataclass(frozen=True, slots=True)
+class FixedHoliday:
+    """A holiday on the same day every year; `if_weekday`/`shift` move it (King's Day: Sunday -> -1)."""
+
+    name: str
+    month: int
+    day: int
+    if_weekday: int | None = None
+    shift: int = 0
+
+    def date_in(self, year: int) -> dt.date | None:
+        try:
+            day = dt.date(year, self.month, self.day)
+        except ValueError:
+            return None
+        if self.if_weekday is not None and day.weekday() == self.if_weekday:
+            day += dt.timedelta(days=self.shift)
+        return day
+
+
+@dataclass(frozen=True, slots=True)
+class EasterHoliday:
+    """A holiday a fixed number of days after Western Easter Sunday (Easter Monday: 1)."""
+
+    name: str
+    offset: int
+
+    def date_in(self, year: int) -> dt.date | None:
+        return easter(year) + dt.timedelta(days=self.offset)
+
+
+HolidayRule = FixedHoliday | EasterHoliday
+
+
+@dataclass(frozen=True, slots=True)
+class HolidayCalendar:
+    rules: tuple[HolidayRule, ...] = ()
+    extra: Mapping[dt.date, str] = field(default_factory=dict)
+    excluded: frozenset[dt.date] = frozenset()
+
+    def __hash__(self) -> int:
+        return hash((self.rules, tuple(sorted(self.extra.items())), self.excluded))
+
+    def holiday(self, day: dt.date) -> str | None:
+        """The holiday's name on `day`, or None."""
+        return _holidays_in(self, day.year).get(day)
+
+    def in_year(self, year: int) -> Mapping[dt.date, str]:
+        return _holidays_in(self, year)
+
+
+@functools.lru_cache(maxsize=256)
+def _holidays_in(calendar: HolidayCalendar, year: int) -> Mapping[dt.date, str]:
+    days: dict[dt.date, str] = {}
+    for rule in calendar.rules:
+        day = rule.date_in(year)
+        if day is not None:
+            days.setdefault(day, rule.name)
+    for day, name in calendar.extra.items():
+        if day.year == year:
+            days[day] = name
+    for day in calendar.excluded:
+        days.pop(day, None)
+    return days
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A calling window on one day: opens ≤ t < closes (the opening minute in, the closing minute out)."""
+
+    opens: dt.time
+    closes: dt.time
+
+    def contains(self, t: dt.time) -> bool:
+        return self.opens <= t < self.closes
+
+    def __str__(self) -> str:
+        return f"{self.opens:%H:%M}–{self.closes:%H:%M}"
+
+
+@dataclass(frozen=True, slots=True)
+class HoursVerdict:
+    allowed: bool
+    description: str  # e.g. "Saturday 16:05 (allowed 10:00–16:00)"
+
+
+@dataclass(frozen=True, slots=True)
+class CallingHours:
+    """Weekly windows (Monday first; an empty tuple is a closed day), closed holidays and short days.
+
+    `short_days` are (month, day) pairs on which, when they are workdays (Monday–Friday), calls end at
+    `short_close` (NL: 5 December, 24 December and 4 May until 18:30).
+    """
+
+    weekly: tuple[tuple[Window, ...], ...]
+    holidays: HolidayCalendar = field(default_factory=HolidayCalendar)
+    short_days: frozenset[tuple[int, int]] = frozenset()
+    short_close: dt.time | None = None
+
+    def windows_on(self, day: dt.date) -> tuple[tuple[Window, ...], str]:
+        """The windows that apply on `day` and the name of the day's rule."""
+        weekday = day.weekday()
+        name = self.holidays.holiday(day)
+        if name is not None:
+            return (), name
+        windows = self.weekly[weekday]
+        if self.short_close is not None and weekday < 5 and (day.month, day.day) in self.short_days:
+            short = tuple(
+                Window(w.opens, min(w.closes, self.short_close)) for w in windows if w.opens < self.short_close
+            )
+            return short, f"{WEEKDAY_NAMES[weekday]} {day:%-d %B} (short day)"
+        return windows, WEEKDAY_NAMES[weekday]
+
+    def check(self, local: dt.datetime) -> HoursVerdict:
+        windows, rule = self.windows_on(local.date())
+        t = local.time().replace(tzinfo=None)
+        when = f"{WEEKDAY_NAMES[local.weekday()]} {local:%Y-%m-%d %H:%M} {local.tzname()}"
+        if not windows:
+            return HoursVerdict(False, f"{when}: no calls on {rule}")
+        allowed = ", ".join(str(w) for w in windows)
+        if any(w.contains(t) for w in windows):
+            return HoursVerdict(True, f"{when} is within the calling hours ({rule} {allowed})")
+        return HoursVerdict(False, f"{when} is outside the calling hours ({rule} {allowed})")
+
+
+def parse_window(text: str) -> tuple[Window, ...]:
+    """`"09:00-22:00"`, `"10:00-13:00, 14:00-20:00"` or `"closed"` to windows; ValueError if malformed."""
+    text = text.strip()
+    if text.lower() == "closed" or not text:
+        return ()
+    windows = []
+    for part in text.split(","):
+        opens, sep, closes = part.strip().replace("–", "-").partition("-")
+        if not sep:
+            raise ValueError(f"{part.strip()!r} is not a window like 09:00-22:00")
+        start, end = dt.time.fromisoformat(opens.strip()), dt.time.fromisoformat(closes.strip())
+        if end <= start:
+            raise ValueError(f"{part.strip()!r} closes before it opens")
+        windows.append(Window(start, end))
+    return tuple(windows)

@@ -1,0 +1,132 @@
+"""Lua scripts run inside Redis. Each touches keys of one hash tag only, so each is atomic and runs on
+one node, also on Redis Cluster; every key a script touches is passed in KEYS."""
+
+# Read every fact about one number in one round trip.
+# KEYS: pointer, suppressions, objections(T), data(T,G,S), spill(T,G,S)
+# ARGV: tenant, expected "G:bits" ("" when the caller knows no generation), field
+# Reply: {1, generation, suppressions, objections, data} or, when the caller's generation is stale,
+#        {0, current generation} so it can recompute the keys and ask again.
+LOOKUP = r"""
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (cur or '') ~= ARGV[2] then return {0, cur} end
+local s = redis.call('HGET', KEYS[2], ARGV[3])
+local o = redis.call('HGET', KEYS[3], ARGV[3])
+local d = false
+if cur then
+  d = redis.call('HGET', KEYS[4], ARGV[3])
+  if d == '\0' then d = redis.call('HGET', KEYS[5], ARGV[3]) end
+end
+return {1, cur, s, o, d}
+"""
+
+# Merge fact entries into records of one tenant generation (import and single upserts).
+# KEYS: pointer, data, spill, suppressions
+# ARGV: pointer field ("T" or "T#b"), expected "G:bits", compact value limit, then field, entries pairs
+# An entry already present is not added twice; a record longer than the limit moves to the spill hash;
+# facts for a suppressed number are not stored. Reply: {new records, added entries, skipped}.
+MERGE = r"""
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if (cur or '') ~= ARGV[2] then return redis.error_reply('STALE generation ' .. tostring(cur)) end
+local limit = tonumber(ARGV[3])
+local created, added, skipped = 0, 0, 0
+for i = 4, #ARGV, 2 do
+  local f, new = ARGV[i], ARGV[i + 1]
+  if redis.call('HEXISTS', KEYS[4], f) == 1 then
+    skipped = skipped + 1
+  else
+    local old = redis.call('HGET', KEYS[2], f)
+    local spilled = false
+    if old == '\0' then
+      old = redis.call('HGET', KEYS[3], f)
+      spilled = true
+    end
+    if not old then
+      old = '\1'
+      created = created + 1
+    end
+    local seen, out, pos = {}, {old}, 2
+    while pos <= #old do
+      local n = string.byte(old, pos)
+      seen[string.sub(old, pos, pos + n)] = true
+      pos = pos + n + 1
+    end
+    pos = 1
+    while pos <= #new do
+      local n = string.byte(new, pos)
+      local e = string.sub(new, pos, pos + n)
+      if not seen[e] then
+        seen[e] = true
+        out[#out + 1] = e
+        added = added + 1
+      end
+      pos = pos + n + 1
+    end
+    if #out > 1 then
+      local value = table.concat(out)
+      if #value > limit then
+        redis.call('HSET', KEYS[3], f, value)
+        redis.call('HSET', KEYS[2], f, '\0')
+      else
+        redis.call('HSET', KEYS[2], f, value)
+        if spilled then redis.call('HDEL', KEYS[3], f) end
+      end
+    end
+  end
+end
+return {created, added, skipped}
+"""
+
+# Append entries to records of a plain hash (objections registered one by one, suppressions).
+# KEYS: hash; ARGV: field, entries pairs. Reply: added entries.
+APPEND = r"""
+local added = 0
+for i = 1, #ARGV, 2 do
+  local f, new = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', KEYS[1], f) or '\1'
+  local seen, out, pos = {}, {old}, 2
+  while pos <= #old do
+    local n = string.byte(old, pos)
+    seen[string.sub(old, pos, pos + n)] = true
+    pos = pos + n + 1
+  end
+  pos = 1
+  while pos <= #new do
+    local n = string.byte(new, pos)
+    local e = string.sub(new, pos, pos + n)
+    if not seen[e] then
+      seen[e] = true
+      out[#out + 1] = e
+      added = added + 1
+    end
+    pos = pos + n + 1
+  end
+  if #out > 1 then redis.call('HSET', KEYS[1], f, table.concat(out)) end
+end
+return added
+"""
+
+# Switch one tag of a tenant to a new generation and drop the old generation's keys in that tag.
+# KEYS: pointer, then the old generation's keys; ARGV: tenant, new "G:bits", build field
+SWITCH = r"""
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[1], ARGV[3])
+if #KEYS > 1 then redis.call('UNLINK', unpack(KEYS, 2)) end
+return 1
+"""
+
+# Erase one number in one tag: remove it from every tenant generation (current and being built) and from
+# the objections, and leave a global suppression entry. KEYS: pointer, suppressions, then the hashes to
+# clear; ARGV: field, suppression entry, fingerprint of the pointer hash the caller computed the keys
+# from (the script refuses when a generation changed in between). Reply: hash fields removed.
+ERASE = r"""
+local all = redis.call('HGETALL', KEYS[1])
+local parts = {}
+for i = 1, #all, 2 do parts[#parts + 1] = all[i] .. '=' .. all[i + 1] end
+table.sort(parts)
+if table.concat(parts, ',') ~= ARGV[3] then return redis.error_reply('STALE pointer') end
+local removed = 0
+for i = 3, #KEYS do removed = removed + redis.call('HDEL', KEYS[i], ARGV[1]) end
+local old = redis.call('HGET', KEYS[2], ARGV[1]) or '\1'
+redis.call('HSET', KEYS[2], ARGV[1], old .. ARGV[2])
+return removed
+"""

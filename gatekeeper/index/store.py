@@ -1,0 +1,293 @@
+"""The consent index: look numbers up in one round trip, register objections and erasures at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.retry import Retry
+
+from gatekeeper.config import IndexSettings
+from gatekeeper.core.model import Facts
+from gatekeeper.index import codec, scripts
+from gatekeeper.index.keys import ALL_TAGS, BUILD_SUFFIX, Generation, Keyspace, NumberKey
+
+DEFAULT_VALUE_LIMIT = 64  # Redis' default hash-max-listpack-value
+MAX_STALE_RETRIES = 3
+
+Client = aioredis.Redis
+Pipeline = Any  # redis.asyncio pipelines are untyped enough that Any is the honest type
+
+
+class IndexUnavailable(Exception):
+    """The index could not answer (Redis down, timeout, inconsistent state)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    key: NumberKey
+    facts: Facts
+    generation: int | None  # None: the tenant has no data loaded
+
+
+@dataclass(frozen=True, slots=True)
+class TenantInfo:
+    tenant: str
+    generation: int
+    sub_bits: int
+    records: int
+    imported_at: str
+    source: str
+
+    @classmethod
+    def from_json(cls, tenant: str, raw: bytes | str) -> TenantInfo:
+        data = json.loads(raw)
+        return cls(
+            tenant=tenant,
+            generation=int(data["generation"]),
+            sub_bits=int(data["sub_bits"]),
+            records=int(data.get("records", 0)),
+            imported_at=str(data.get("imported_at", "")),
+            source=str(data.get("source", "")),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "generation": self.generation,
+                "sub_bits": self.sub_bits,
+                "records": self.records,
+                "imported_at": self.imported_at,
+                "source": self.source,
+            },
+            sort_keys=True,
+        )
+
+
+class Script:
+    """A Lua script called by SHA; loaded on first use and again after a Redis restart flushed it."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, client: Client, keys: Sequence[str], args: Sequence[bytes | str | int]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[bytes | str | int]) -> None:
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+LOOKUP = Script(scripts.LOOKUP)
+MERGE = Script(scripts.MERGE)
+APPEND = Script(scripts.APPEND)
+SWITCH = Script(scripts.SWITCH)
+ERASE = Script(scripts.ERASE)
+ALL_SCRIPTS = (LOOKUP, MERGE, APPEND, SWITCH, ERASE)
+
+
+def connect(settings: IndexSettings, *, retries: int = 0) -> Client:
+    """A Redis client for the index. No retries by default: the gate's time budget decides instead."""
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=False,
+        socket_connect_timeout=max(settings.timeout * 20, 1.0),
+        socket_timeout=max(settings.timeout * 20, 1.0),
+        retry=Retry(NoBackoff(), retries),
+        health_check_interval=0,
+        client_name="gatekeeper",
+    )
+
+
+async def run_pipeline(client: Client, fill: Callable[[Pipeline], None]) -> list[Any]:
+    """Run a pipeline built by `fill`; once more after loading the scripts if Redis lost them."""
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        fill(pipe)
+        try:
+            return await pipe.execute()
+        except NoScriptError:
+            if attempt:
+                raise
+            for script in ALL_SCRIPTS:
+                await client.script_load(script.source)
+    raise AssertionError("unreachable")
+
+
+class ConsentIndex:
+    """Reads and single writes. Bulk loading lives in `gatekeeper.index.loader`."""
+
+    def __init__(self, client: Client, keyspace: Keyspace) -> None:
+        self.client = client
+        self.keys = keyspace
+        self._generations: dict[str, Generation | None] = {}
+
+    @classmethod
+    def from_settings(cls, settings: IndexSettings) -> ConsentIndex:
+        return cls(connect(settings), Keyspace(settings.prefix, settings.pepper))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    async def load_scripts(self) -> None:
+        for script in ALL_SCRIPTS:
+            await self.client.script_load(script.source)
+
+    async def tenants(self) -> dict[str, TenantInfo]:
+        raw = await self.client.hgetall(self.keys.tenants)
+        return {text(k): TenantInfo.from_json(text(k), v) for k, v in raw.items()}
+
+    async def warm(self) -> dict[str, TenantInfo]:
+        """Load the scripts and every tenant's generation, so the first lookups need no retry."""
+        await self.load_scripts()
+        tenants = await self.tenants()
+        for name, info in tenants.items():
+            self._generations[name] = Generation(info.generation, info.sub_bits)
+        return tenants
+
+    def generation(self, tenant: str) -> Generation | None:
+        return self._generations.get(tenant)
+
+    # -- lookups -------------------------------------------------------------------------------------
+
+    def _lookup_call(self, tenant: str, key: NumberKey, gen: Generation | None) -> tuple[list[str], list[bytes | str]]:
+        ks, tag = self.keys, key.tag
+        if gen is None:
+            data = spill = ks.pointer(tag)  # never read: the script only reads data when a generation exists
+        else:
+            sub = key.sub(gen.sub_bits)
+            data, spill = ks.data(tag, tenant, gen, sub), ks.spill(tag, tenant, gen, sub)
+        keys = [ks.pointer(tag), ks.suppressions(tag), ks.objections(tag, tenant), data, spill]
+        return keys, [tenant, gen.encode() if gen else b"", key.field]
+
+    def _result(self, tenant: str, key: NumberKey, reply: list[Any]) -> Lookup | None:
+        if reply[0] != 1:
+            self._generations[tenant] = Generation.decode(reply[1])
+            return None
+        gen = Generation.decode(reply[1])
+        return Lookup(key, codec.facts(reply[4], reply[3], reply[2]), gen.number if gen else None)
+
+    async def lookup(self, tenant: str, e164: str) -> Lookup:
+        """All facts for (tenant, number) plus global suppressions: one EVALSHA in the steady state."""
+        key = self.keys.number_key(e164)
+        for _ in range(MAX_STALE_RETRIES):
+            keys, args = self._lookup_call(tenant, key, self._generations.get(tenant))
+            result = self._result(tenant, key, await LOOKUP(self.client, keys, args))
+            if result is not None:
+                return result
+        raise IndexUnavailable(f"the generation of tenant {tenant!r} kept changing during the lookup")
+
+    async def lookup_many(self, tenant: str, numbers: Sequence[str]) -> list[Lookup]:
+        """Pipelined lookups for a list of numbers (scrub)."""
+        keys = [self.keys.number_key(n) for n in numbers]
+        results: list[Lookup | None] = [None] * len(keys)
+        pending = list(range(len(keys)))
+        for _ in range(MAX_STALE_RETRIES):
+            gen = self._generations.get(tenant)
+
+            def fill(pipe: Pipeline, todo: list[int] = pending, gen: Generation | None = gen) -> None:
+                for i in todo:
+                    LOOKUP.queue(pipe, *self._lookup_call(tenant, keys[i], gen))
+
+            replies = await run_pipeline(self.client, fill)
+            retry = []
+            for i, reply in zip(pending, replies, strict=True):
+                results[i] = self._result(tenant, keys[i], reply)
+                if results[i] is None:
+                    retry.append(i)
+            if not retry:
+                return cast(list[Lookup], results)
+            pending = retry
+        raise IndexUnavailable(f"the generation of tenant {tenant!r} kept changing during the scrub")
+
+    # -- single writes (write-through) ---------------------------------------------------------------
+
+    async def object(self, tenant: str, e164: str, at: dt.datetime, reference: str = "") -> NumberKey:
+        """Register an objection; it blocks the very next lookup and survives snapshot imports."""
+        key = self.keys.number_key(e164)
+        entry = codec.entry(codec.Kind.OBJECTION, at, None, reference)
+        await APPEND(self.client, [self.keys.objections(key.tag, tenant)], [key.field, entry])
+        return key
+
+    async def suppress(self, e164: str, at: dt.datetime | dt.date, reference: str = "") -> NumberKey:
+        key = self.keys.number_key(e164)
+        entry = codec.entry(codec.Kind.SUPPRESSION, at, None, reference)
+        await APPEND(self.client, [self.keys.suppressions(key.tag)], [key.field, entry])
+        return key
+
+    async def erase(self, e164: str, at: dt.datetime, reference: str = "erasure") -> int:
+        """GDPR art. 17: drop the number's facts for every tenant and leave a global suppression.
+
+        Returns how many records were removed. Retries when an import switched a generation meanwhile.
+        """
+        key = self.keys.number_key(e164)
+        entry = codec.entry(codec.Kind.SUPPRESSION, at, None, reference)
+        for _ in range(MAX_STALE_RETRIES):
+            pointer = self.keys.pointer(key.tag)
+            raw = await self.client.hgetall(pointer)
+            current = {text(k): text(v) for k, v in raw.items()}
+            fingerprint = ",".join(sorted(f"{k}={v}" for k, v in current.items()))
+            targets: list[str] = []
+            tenants = {name.removesuffix(BUILD_SUFFIX) for name in current}
+            tenants.update(await self._tenant_names())
+            for name, value in current.items():
+                gen = Generation.decode(value)
+                if gen is not None:
+                    tenant = name.removesuffix(BUILD_SUFFIX)
+                    sub = key.sub(gen.sub_bits)
+                    targets += [self.keys.data(key.tag, tenant, gen, sub), self.keys.spill(key.tag, tenant, gen, sub)]
+            targets += [self.keys.objections(key.tag, t) for t in sorted(tenants)]
+            try:
+                removed = await ERASE(
+                    self.client,
+                    [pointer, self.keys.suppressions(key.tag), *targets],
+                    [key.field, entry, fingerprint],
+                )
+            except ResponseError as exc:
+                if "STALE" in str(exc):
+                    continue
+                raise
+            return int(removed)
+        raise IndexUnavailable("generations kept changing during the erasure; try again")
+
+    async def _tenant_names(self) -> set[str]:
+        return {text(k) for k in await self.client.hkeys(self.keys.tenants)}
+
+    async def pointer_state(self, tenant: str) -> dict[str, tuple[Generation | None, Generation | None]]:
+        """Per tag: (current, being built) generation of a tenant; for operators and tests."""
+
+        def fill(pipe: Pipeline) -> None:
+            for tag in ALL_TAGS:
+                pipe.hmget(self.keys.pointer(tag), [tenant, tenant + BUILD_SUFFIX])
+
+        replies = await run_pipeline(self.client, fill)
+        return {
+            tag: (Generation.decode(cur), Generation.decode(build))
+            for tag, (cur, build) in zip(ALL_TAGS, replies, strict=True)
+        }
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply value as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Errors that mean "the index cannot answer" (and so: fail closed)."""
+    return isinstance(exc, RedisError | OSError | IndexUnavailable | TimeoutError)
