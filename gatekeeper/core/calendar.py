@@ -51,14 +51,13 @@ class EasterHoliday:
 HolidayRule = FixedHoliday | EasterHoliday
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class HolidayCalendar:
+    """Compared and hashed by identity: it keys per-year caches and is built once from configuration."""
+
     rules: tuple[HolidayRule, ...] = ()
     extra: Mapping[dt.date, str] = field(default_factory=dict)
     excluded: frozenset[dt.date] = frozenset()
-
-    def __hash__(self) -> int:
-        return hash((self.rules, tuple(sorted(self.extra.items())), self.excluded))
 
     def holiday(self, day: dt.date) -> str | None:
         """The holiday's name on `day`, or None."""
@@ -103,12 +102,12 @@ class HoursVerdict:
     description: str  # e.g. "Saturday 16:05 (allowed 10:00–16:00)"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class CallingHours:
     """Weekly windows (Monday first; an empty tuple is a closed day), closed holidays and short days.
 
     `short_days` are (month, day) pairs on which, when they are workdays (Monday–Friday), calls end at
-    `short_close` (NL: 5 December, 24 December and 4 May until 18:30).
+    `short_close` (NL: 5 December, 24 December and 4 May until 18:30). Compared and hashed by identity.
     """
 
     weekly: tuple[tuple[Window, ...], ...]
@@ -131,15 +130,21 @@ class CallingHours:
         return windows, WEEKDAY_NAMES[weekday]
 
     def check(self, local: dt.datetime) -> HoursVerdict:
-        windows, rule = self.windows_on(local.date())
-        t = local.time().replace(tzinfo=None)
-        when = f"{WEEKDAY_NAMES[local.weekday()]} {local:%Y-%m-%d %H:%M} {local.tzname()}"
-        if not windows:
-            return HoursVerdict(False, f"{when}: no calls on {rule}")
-        allowed = ", ".join(str(w) for w in windows)
-        if any(w.contains(t) for w in windows):
-            return HoursVerdict(True, f"{when} is within the calling hours ({rule} {allowed})")
-        return HoursVerdict(False, f"{when} is outside the calling hours ({rule} {allowed})")
+        """Whether `local` (the called person's local time) is within the calling hours, and why."""
+        return _check(self, local)
+
+
+@functools.lru_cache(maxsize=4096)
+def _check(hours: CallingHours, local: dt.datetime) -> HoursVerdict:
+    windows, rule = hours.windows_on(local.date())
+    t = local.time().replace(tzinfo=None)
+    when = f"{WEEKDAY_NAMES[local.weekday()]} {local:%Y-%m-%d %H:%M} {local.tzname()}"
+    if not windows:
+        return HoursVerdict(False, f"{when}: no calls on {rule}")
+    allowed = ", ".join(str(w) for w in windows)
+    if any(w.contains(t) for w in windows):
+        return HoursVerdict(True, f"{when} is within the calling hours ({rule} {allowed})")
+    return HoursVerdict(False, f"{when} is outside the calling hours ({rule} {allowed})")
 
 
 def parse_window(text: str) -> tuple[Window, ...]:

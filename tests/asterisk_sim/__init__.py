@@ -1,0 +1,1 @@
+"""Protocol-faithful Asterisk simulators for tests and benchmarks (built from shared/asterisk-traces/)."""
