@@ -335,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("gatekeeper: interrupted\n")
         return 130
+    except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)
+        return EXIT_OK
     except Exception as exc:
         if is_unavailable(exc):
             sys.stderr.write(f"gatekeeper: the consent index is unavailable: {exc}\n")

@@ -10,9 +10,10 @@ import datetime as dt
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -28,6 +29,8 @@ from gatekeeper.core.numbers import DEFAULT_EMERGENCY_NUMBERS, NumberPlan, parse
 ENV_CONFIG = "GATEKEEPER_CONFIG"
 ENV_REDIS_URL = "GATEKEEPER_REDIS_URL"
 ENV_PEPPER = "GATEKEEPER_PEPPER"
+ENV_ARI_PASSWORD = "GATEKEEPER_ARI_PASSWORD"  # noqa: S105
+ENV_LOG_DSN = "GATEKEEPER_LOG_DSN"
 DEFAULT_LOCATIONS = (Path("gatekeeper.toml"), Path("/etc/gatekeeper/gatekeeper.toml"))
 MIN_PEPPER_LENGTH = 16
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -70,6 +73,65 @@ class IndexSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class FastAgiSettings:
+    listen: Address = Address("127.0.0.1", 4573)
+    allow_from: tuple[IPv4Network | IPv6Network, ...] = (
+        ip_network("127.0.0.1/32"),
+        ip_network("::1/128"),
+    )
+    max_sessions: int = 1000
+    env_timeout: float = 2.0  # seconds to receive the whole environment block
+    budget: float = 0.05  # seconds for the decision; after it the call is blocked (index-unavailable)
+    reply_timeout: float = 2.0  # seconds to wait for Asterisk's reply to our command
+    max_line_bytes: int = 2048
+    max_env_lines: int = 128
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    name: str
+    role: str  # admin | compliance | viewer
+    sha256: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    listen: Address = Address("127.0.0.1", 8080)
+    tokens: tuple[ApiToken, ...] = ()
+    session_secret: bytes = field(default=b"", repr=False)  # signs UI session cookies; random when unset
+
+
+@dataclass(frozen=True, slots=True)
+class AriSettings:
+    url: str
+    username: str
+    password: str = field(repr=False)
+    app: str = "gatekeeper"
+    hangup_blocked: bool = False
+    default_campaign: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    dsn: str = field(default="sqlite:///gatekeeper-decisions.db", repr=False)
+    retention_days: int = 400
+    instance: str = ""  # identifies this gatekeeper in the decision log; default: the host name
+
+    @property
+    def redacted_dsn(self) -> str:
+        return redact_url(self.dsn)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     path: Path | None
     index: IndexSettings
@@ -77,6 +139,10 @@ class Settings:
     default_region: str
     campaigns: Mapping[str, Campaign]
     jurisdictions: Mapping[str, Jurisdiction]
+    fastagi: FastAgiSettings = field(default_factory=FastAgiSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    ari: AriSettings | None = None
+    log: LogSettings = field(default_factory=LogSettings)
 
     def campaign(self, campaign_id: str) -> Campaign | None:
         return self.campaigns.get(campaign_id)
@@ -356,7 +422,128 @@ def _parse_campaign(cid: str, t: Table, juris: Mapping[str, Jurisdiction]) -> Ca
     return campaign
 
 
-Section = Callable[[Table], object]
+def _address(t: Table, key: str, default: Address) -> Address:
+    text = t.string(key, str(default))
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise t.error(key, f"{text!r} is not an address like 127.0.0.1:4573")
+    return Address(host, int(port))
+
+
+def _milliseconds(t: Table, key: str, default: float, upper: float) -> float:
+    value = t.get(key, float, default * 1000)
+    if not 0 < value <= upper:
+        raise t.error(key, f"must be between 0 and {upper:g}")
+    return value / 1000
+
+
+def _positive(t: Table, key: str, default: int, upper: int) -> int:
+    value = t.get(key, int, default)
+    if not 0 < value <= upper:
+        raise t.error(key, f"must be between 1 and {upper}")
+    return value
+
+
+def _parse_fastagi(t: Table) -> FastAgiSettings:
+    base = FastAgiSettings()
+    networks = []
+    for text in t.strings("allow_from", tuple(str(n) for n in base.allow_from)):
+        try:
+            networks.append(ip_network(text, strict=False))
+        except ValueError:
+            raise t.error("allow_from", f"{text!r} is not a network like 127.0.0.1/32") from None
+    settings = FastAgiSettings(
+        listen=_address(t, "listen", base.listen),
+        allow_from=tuple(networks),
+        max_sessions=_positive(t, "max_sessions", base.max_sessions, 100_000),
+        env_timeout=_milliseconds(t, "env_timeout_ms", base.env_timeout, 60_000),
+        budget=_milliseconds(t, "budget_ms", base.budget, 10_000),
+        reply_timeout=_milliseconds(t, "reply_timeout_ms", base.reply_timeout, 60_000),
+        max_line_bytes=_positive(t, "max_line_bytes", base.max_line_bytes, 65_536),
+        max_env_lines=_positive(t, "max_env_lines", base.max_env_lines, 10_000),
+    )
+    t.finish()
+    return settings
+
+
+ROLES = ("admin", "compliance", "viewer")
+
+
+def _parse_http(t: Table) -> HttpSettings:
+    base = HttpSettings()
+    tokens = []
+    raw = t.raw("tokens") or []
+    if not isinstance(raw, list):
+        raise t.error("tokens", "must be an array of tables ([[http.tokens]])")
+    for i, item in enumerate(raw):
+        entry = Table(item if isinstance(item, dict) else {}, f"{t.where}.tokens[{i}]", t.source)
+        name = entry.string("name", "")
+        if not NAME.fullmatch(name):
+            raise entry.error("name", "missing or not 1–64 letters, digits, '_', '.' or '-'")
+        role = entry.string("role", "")
+        if role not in ROLES:
+            raise entry.error("role", f"must be one of {' | '.join(ROLES)} (got {role!r})")
+        digest = entry.string("sha256", "").lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise entry.error("sha256", "must be the SHA-256 hex digest of the token (64 hex digits)")
+        entry.finish()
+        tokens.append(ApiToken(name, role, digest))
+    if len({tk.name for tk in tokens}) != len(tokens):
+        raise t.error("tokens", "token names must be unique")
+    secret = t.string("session_secret", "")
+    if secret and len(secret) < MIN_PEPPER_LENGTH:
+        raise t.error("session_secret", f"too short: at least {MIN_PEPPER_LENGTH} characters")
+    settings = HttpSettings(
+        listen=_address(t, "listen", base.listen), tokens=tuple(tokens), session_secret=secret.encode()
+    )
+    t.finish()
+    return settings
+
+
+def _parse_ari(t: Table, env: Mapping[str, str], campaigns: Mapping[str, Campaign]) -> AriSettings:
+    url = t.string("url", "http://127.0.0.1:8088")
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise t.error("url", f"{url!r} must be an http:// or https:// URL")
+    username = t.string("username", "")
+    if not username:
+        raise t.error("username", "missing")
+    configured = t.string("password", "")
+    password = env.get(ENV_ARI_PASSWORD) or configured
+    if not password:
+        raise t.error("password", f"missing: set [ari] password or ${ENV_ARI_PASSWORD}")
+    app = t.string("app", "gatekeeper")
+    if not NAME.fullmatch(app):
+        raise t.error("app", "must be 1–64 letters, digits, '_', '.' or '-'")
+    default_campaign = t.string("default_campaign", "")
+    if default_campaign and default_campaign not in campaigns:
+        raise t.error("default_campaign", f"no campaign {default_campaign!r} is configured")
+    settings = AriSettings(
+        url=url.rstrip("/"),
+        username=username,
+        password=password,
+        app=app,
+        hangup_blocked=t.get("hangup_blocked", bool, False),
+        default_campaign=default_campaign,
+    )
+    t.finish()
+    return settings
+
+
+def _parse_log(t: Table, env: Mapping[str, str]) -> LogSettings:
+    base = LogSettings()
+    configured = t.string("dsn", base.dsn)
+    dsn = env.get(ENV_LOG_DSN) or configured
+    if urlsplit(dsn).scheme not in ("sqlite", "postgresql", "postgres"):
+        raise t.error("dsn", f"{redact_url(dsn)!r}: use sqlite:///PATH or postgresql://…")
+    instance = t.string("instance", "")
+    if instance and not NAME.fullmatch(instance):
+        raise t.error("instance", "must be 1–64 letters, digits, '_', '.' or '-'")
+    settings = LogSettings(
+        dsn=dsn, retention_days=_positive(t, "retention_days", base.retention_days, 36_500), instance=instance
+    )
+    t.finish()
+    return settings
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -387,6 +574,10 @@ def parse(data: Mapping[str, Any], source: str, env: Mapping[str, str], path: Pa
     plan, region = _parse_numbers(top.table("numbers"))
     juris = {code.upper(): _parse_jurisdiction(code.upper(), t) for code, t in top.tables("jurisdictions")}
     campaigns = {cid: _parse_campaign(cid, t, juris) for cid, t in top.tables("campaigns")}
+    fastagi = _parse_fastagi(top.table("fastagi"))
+    http = _parse_http(top.table("http"))
+    ari = _parse_ari(top.table("ari"), env, campaigns) if "ari" in top else None
+    log = _parse_log(top.table("log"), env)
     top.finish()
     return Settings(
         path=path,
@@ -395,4 +586,8 @@ def parse(data: Mapping[str, Any], source: str, env: Mapping[str, str], path: Pa
         default_region=region,
         campaigns=campaigns,
         jurisdictions=juris,
+        fastagi=fastagi,
+        http=http,
+        ari=ari,
+        log=log,
     )

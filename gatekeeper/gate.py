@@ -95,7 +95,20 @@ class GateDecision:
 
 
 class Listener(Protocol):
+    """Told about every decision, synchronously and cheaply (metrics, structured log)."""
+
     def __call__(self, decision: GateDecision, /) -> None: ...
+
+
+class Recorder(Protocol):
+    """Keeps the evidence of every decision (the decision log's outbox).
+
+    `append` must not raise: when its store is down it keeps the record elsewhere (a local spool) and
+    replays it later. The gate starts it as a task as soon as the verdict is known, so the PBX gets its
+    answer without waiting for the write; `Gate.drain` waits for the writes in flight (shutdown).
+    """
+
+    async def append(self, decision: GateDecision, /) -> None: ...
 
 
 class Gate:
@@ -112,6 +125,8 @@ class Gate:
         self.budget = settings.index.timeout if budget is None else budget
         self.clock = clock
         self.listeners: list[Listener] = []
+        self.recorder: Recorder | None = None
+        self._writes: set[asyncio.Task[None]] = set()
 
     def number_for(self, request: CallRequest, campaign: Campaign | None) -> Number:
         return normalise(request.dialled, self.settings.region_for(campaign), self.settings.numbers)
@@ -155,12 +170,24 @@ class Gate:
             index_error=error,
             looked_up=lookup is not None or error is not None,
         )
+        self._publish(result)
+        return result
+
+    def _publish(self, result: GateDecision) -> None:
+        if self.recorder is not None:
+            task = asyncio.get_running_loop().create_task(self.recorder.append(result))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
         for listener in self.listeners:
             try:
                 listener(result)
             except Exception:
                 log.exception("decision listener failed")
-        return result
+
+    async def drain(self) -> None:
+        """Wait until every decision made so far has been handed to the recorder."""
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
 
     async def check_many(self, campaign_id: str, dialled: Sequence[str], at: dt.datetime) -> list[GateDecision]:
         """Decide a list of numbers for one campaign at one time with pipelined lookups (pre-campaign scrub).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import secrets
 import sys
 import tempfile
 from contextlib import AsyncExitStack
@@ -20,6 +19,7 @@ from gatekeeper.index.loader import Loader
 from gatekeeper.index.store import ConsentIndex
 
 AMSTERDAM = zone("Europe/Amsterdam")
+DEMO_PEPPER = "demo-pepper-not-secret-0123456789"  # the demo's data is public; a deployment keeps its own
 DEMO_CONFIG = """\
 # Written by `gatekeeper demo`. A real deployment keeps its pepper secret and stable.
 [index]
@@ -88,9 +88,23 @@ def _line(s: Scenario, r: GateDecision) -> str:
     d = r.decision
     verdict = "ALLOW*" if d.would_block else d.verdict.value.upper()
     return (
-        f"{verdict:<7}{d.reason.value:<18}{r.masked_number:<17}{s.campaign:<18}{s.at:%a %d %b %Y %H:%M}  {s.title}\n"
-        f"{'':7}{d.explanation}\n"
+        f"{verdict:<8}{d.reason.value:<18}{r.masked_number:<17}{s.campaign:<18}{r.at:%a %d %b %Y %H:%M}  {s.title}\n"
+        f"{'':8}{d.explanation}\n"
     )
+
+
+async def _reset(index: ConsentIndex) -> None:
+    """Start from the sample data alone: drop what an earlier demo run left under the demo prefix."""
+    keys = [k async for k in index.client.scan_iter(match=f"{index.keys.prefix}:*", count=1000)]
+    for start in range(0, len(keys), 1000):
+        await index.client.unlink(*keys[start : start + 1000])
+
+
+def _next_workday_morning(now: dt.datetime) -> dt.datetime:
+    day = now.date() + dt.timedelta(days=1)
+    while day.weekday() >= 5:
+        day += dt.timedelta(days=1)
+    return dt.datetime.combine(day, dt.time(10, 30), tzinfo=AMSTERDAM)
 
 
 async def _ensure_redis(stack: AsyncExitStack, url: str | None) -> str:
@@ -110,25 +124,32 @@ async def run_demo(redis_url: str | None = None, *, out: object = None) -> int:
         url = await _ensure_redis(stack, redis_url)
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gatekeeper-demo-")))
         config_path = workdir / "gatekeeper.toml"
-        config_path.write_text(DEMO_CONFIG.format(redis_url=url, pepper=secrets.token_hex(16)))
+        config_path.write_text(DEMO_CONFIG.format(redis_url=url, pepper=DEMO_PEPPER))
         settings: Settings = load(config_path, env={})
         index = ConsentIndex.from_settings(settings.index)
         stack.push_async_callback(index.close)
+        await _reset(index)
         sample = resources.files("gatekeeper.demo") / "consents.csv"
         with resources.as_file(sample) as path:
             report = await Loader(index).load(path, region="NL", replace=True)
         tenants = ", ".join(f"{t} (generation {r.generation})" for t, r in sorted(report.tenants.items()))
         print(f"loaded {report.accepted} sample records for {tenants} from consents.csv\n")
         gate = Gate(settings, index)
-        print(f"{'VERDICT':<7}{'REASON':<18}{'NUMBER':<17}{'CAMPAIGN':<18}{'CALL TIME (Amsterdam)':<24}SCENARIO")
+        print(f"{'VERDICT':<8}{'REASON':<18}{'NUMBER':<17}{'CAMPAIGN':<18}{'CALL TIME (Amsterdam)':<24}SCENARIO")
         for s in SCENARIOS:
             request = CallRequest(s.number, s.campaign, s.caller_id, s.presentation, s.at, source="demo")
             sys.stdout.write(_line(s, await gate.check(request)))
         print("\nAn objection registered now takes effect for the very next call:")
         first = SCENARIOS[0]
-        await index.object("acme", "+31612345678", dt.datetime.now(dt.UTC), "demo")
-        request = CallRequest(first.number, first.campaign, first.caller_id, 0, first.at + dt.timedelta(days=400))
-        sys.stdout.write(_line(first, await gate.check(request)))
+        now = dt.datetime.now(AMSTERDAM)
+        await index.object("acme", "+31612345678", now, "demo")
+        next_call = _next_workday_morning(now)
+        request = CallRequest(first.number, first.campaign, first.caller_id, 0, next_call)
+        sys.stdout.write(
+            _line(
+                Scenario("the same number, after an objection", "", first.campaign, next_call),
+                await gate.check(request),
+            )
+        )
         print("\n(ALLOW* = monitor mode: allowed, but enforcement would block.)")
-        print(f"Try it yourself:  gatekeeper --config {config_path} check 0612345678 --campaign acme-sales --json")
     return 0

@@ -1,0 +1,137 @@
+"""Prometheus metrics: one injected registry, `gatekeeper_` prefix, base units, bounded labels only.
+
+No number, channel or call id is ever a label value. Campaign labels come from the configuration (a
+bounded set); calls for campaigns that are not configured are counted under `_unknown`. Every label
+combination is created up front so the series exist before the first call.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from gatekeeper import __version__
+from gatekeeper.config import Settings
+from gatekeeper.core.model import Reason, Verdict
+from gatekeeper.gate import GateDecision
+
+UNKNOWN_CAMPAIGN = "_unknown"
+# 50 µs to 1 s: the decision itself is well under a millisecond; the tail shows Redis trouble.
+LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+INDEX_ERROR_KINDS = ("timeout", "connection", "response", "other")
+SOURCES = ("fastagi", "ari", "agi", "api", "cli")
+
+
+def index_error_kind(error: str | None) -> str:
+    """Map an exception name from the gate onto the bounded `kind` label."""
+    if error is None:
+        return "other"
+    if error == "timeout" or "Timeout" in error:
+        return "timeout"
+    if "Connection" in error or error in ("OSError", "ConnectionRefusedError", "BusyLoadingError"):
+        return "connection"
+    if "Response" in error or "NoScript" in error or error == "IndexUnavailable":
+        return "response"
+    return "other"
+
+
+class Metrics:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.campaigns = frozenset(settings.campaigns)
+        self.decisions = Counter(
+            "gatekeeper_decisions",
+            "Decisions by verdict, reason and campaign (monitor-mode allows keep the blocking reason).",
+            ["verdict", "reason", "campaign"],
+            registry=r,
+        )
+        self.would_block = Counter(
+            "gatekeeper_would_block",
+            "Calls a campaign in monitor mode let through that enforcement would have blocked.",
+            ["reason", "campaign"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "gatekeeper_decision_duration_seconds",
+            "Time from the request to the verdict, including the index lookup.",
+            ["source"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.index_errors = Counter(
+            "gatekeeper_index_errors",
+            "Consent index lookups that failed, by kind (each one is a fail-closed decision).",
+            ["kind"],
+            registry=r,
+        )
+        self.fail_closed = Counter(
+            "gatekeeper_fail_closed_decisions",
+            "Decisions blocked because the consent index could not answer in time.",
+            ["campaign"],
+            registry=r,
+        )
+        self.fastagi_open = Gauge("gatekeeper_fastagi_sessions_open", "FastAGI sessions in progress.", registry=r)
+        self.fastagi_sessions = Counter(
+            "gatekeeper_fastagi_sessions",
+            "FastAGI sessions by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.ari_connected = Gauge(
+            "gatekeeper_ari_connected", "1 while the ARI websocket is connected, else 0.", registry=r
+        )
+        self.index_generation = Gauge(
+            "gatekeeper_index_generation", "The index generation in use, per tenant.", ["tenant"], registry=r
+        )
+        self.index_import_time = Gauge(
+            "gatekeeper_index_last_import_timestamp_seconds",
+            "Unix time of the tenant's last completed import.",
+            ["tenant"],
+            registry=r,
+        )
+        self.outbox_backlog = Gauge(
+            "gatekeeper_outbox_backlog", "Decision records waiting to be shipped to the SQL log.", registry=r
+        )
+        self.shipper_lag = Gauge(
+            "gatekeeper_shipper_lag_seconds",
+            "Age of the oldest decision record not yet shipped to the SQL log.",
+            registry=r,
+        )
+        self.build = Info("gatekeeper_build", "Version of the running gatekeeper.", registry=r)
+        self.build.info({"version": __version__})
+        self._preinitialise(settings)
+
+    def _preinitialise(self, settings: Settings) -> None:
+        for campaign in (*sorted(settings.campaigns), UNKNOWN_CAMPAIGN):
+            for reason in Reason:
+                for verdict in Verdict:
+                    self.decisions.labels(verdict.value, reason.value, campaign)
+                self.would_block.labels(reason.value, campaign)
+            self.fail_closed.labels(campaign)
+        for kind in INDEX_ERROR_KINDS:
+            self.index_errors.labels(kind)
+        for source in SOURCES:
+            self.duration.labels(source)
+        self.fastagi_open.set(0)
+        self.ari_connected.set(0)
+        for tenant in sorted(settings.tenants):
+            self.index_generation.labels(tenant)
+            self.index_import_time.labels(tenant)
+
+    def campaign_label(self, campaign: str) -> str:
+        return campaign if campaign in self.campaigns else UNKNOWN_CAMPAIGN
+
+    def observe(self, result: GateDecision) -> None:
+        """A gate listener: count the decision and its latency."""
+        d = result.decision
+        campaign = self.campaign_label(result.request.campaign)
+        self.decisions.labels(d.verdict.value, d.reason.value, campaign).inc()
+        if d.would_block:
+            self.would_block.labels(d.reason.value, campaign).inc()
+        source = result.request.source if result.request.source in SOURCES else "cli"
+        self.duration.labels(source).observe(result.latency)
+        if d.reason is Reason.INDEX_UNAVAILABLE:
+            self.fail_closed.labels(campaign).inc()
+            self.index_errors.labels(index_error_kind(result.index_error)).inc()

@@ -1,0 +1,195 @@
+"""`gatekeeper serve`: FastAGI, ARI and HTTP (health, readiness, metrics, API, UI) in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from gatekeeper.config import Settings
+from gatekeeper.gate import Gate
+from gatekeeper.index.store import ConsentIndex, is_unavailable
+from gatekeeper.metrics import Metrics
+
+log = logging.getLogger(__name__)
+READINESS_BUDGET = 0.5  # seconds for all readiness checks together
+GENERATION_REFRESH = 5.0  # seconds between refreshes of the per-tenant generation gauges
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    ok: bool
+    detail: str
+
+
+class Component(Protocol):
+    """A long-running part of the service (FastAGI server, ARI application, decision log shipper)."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def readiness(self) -> Check: ...
+
+
+ReadinessCheck = Callable[[], Awaitable[Check]]
+
+
+class Service:
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics(settings, registry)
+        self.index = ConsentIndex.from_settings(settings.index)
+        self.gate = Gate(settings, self.index)
+        self.gate.listeners.append(self.metrics.observe)
+        self.components: list[Component] = []
+        self.checks: dict[str, ReadinessCheck] = {"redis": self._check_redis, "index": self._check_index}
+        self.web = web.Application(client_max_size=1 << 20)
+        self.web.router.add_get("/healthz", self._healthz)
+        self.web.router.add_get("/readyz", self._readyz)
+        self.web.router.add_get("/metrics", self._metrics)
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._tenants_loaded = False
+        self._stopping = asyncio.Event()
+        self.started_at = time.time()
+
+    def add(self, component: Component) -> None:
+        self.components.append(component)
+        self.checks[component.name] = component.readiness
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self.refresh_generations()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("the consent index is unavailable at start-up; calls fail closed until it returns")
+        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="generations"))
+        for component in self.components:
+            await component.start()
+        self._runner = web.AppRunner(self.web, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        listen = self.settings.http.listen
+        self._site = web.TCPSite(self._runner, listen.host, listen.port, reuse_address=True)
+        await self._site.start()
+        log.info("HTTP listening on %s", listen)
+
+    @property
+    def http_port(self) -> int:
+        """The bound HTTP port (useful with port 0 in tests)."""
+        assert self._runner is not None, "not started"
+        return int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Graceful: components stop accepting and finish what is in flight, then HTTP closes."""
+        for component in reversed(self.components):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("stopping %s failed", component.name)
+        await self.gate.drain()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.index.close()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await self.start()
+        try:
+            await self._stopping.wait()
+            log.info("stopping: finishing the calls in flight")
+        finally:
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    # -- index generations ---------------------------------------------------------------------------
+
+    async def refresh_generations(self) -> None:
+        tenants = await self.index.warm()
+        self._tenants_loaded = True
+        for name, info in tenants.items():
+            self.metrics.index_generation.labels(name).set(info.generation)
+            try:
+                stamp = dt.datetime.fromisoformat(info.imported_at).timestamp()
+            except ValueError:
+                continue
+            self.metrics.index_import_time.labels(name).set(stamp)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(GENERATION_REFRESH)
+            try:
+                await self.refresh_generations()
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    log.exception("refreshing the index generations failed")
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+
+    async def _check_redis(self) -> Check:
+        try:
+            async with asyncio.timeout(self.settings.index.timeout * 4):
+                await self.index.ping()
+        except Exception as exc:
+            return Check(False, f"Redis at {self.settings.index.redacted_url} unreachable: {type(exc).__name__}")
+        return Check(True, "reachable")
+
+    async def _check_index(self) -> Check:
+        expected = self.settings.tenants
+        if not self._tenants_loaded:
+            return Check(False, "tenant generations not loaded yet")
+        missing = sorted(t for t in expected if self.index.generation(t) is None)
+        if missing:
+            return Check(False, f"no data loaded for tenant(s) {', '.join(missing)}")
+        return Check(True, f"{len(expected)} tenant(s) loaded")
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive", "uptime_seconds": round(time.time() - self.started_at, 1)})
+
+    async def readiness(self) -> dict[str, Check]:
+        names = list(self.checks)
+
+        async def run(name: str) -> Check:
+            try:
+                async with asyncio.timeout(READINESS_BUDGET):
+                    return await self.checks[name]()
+            except TimeoutError:
+                return Check(False, "check timed out")
+            except Exception as exc:
+                return Check(False, f"check failed: {type(exc).__name__}")
+
+        results = await asyncio.gather(*(run(n) for n in names))
+        return dict(zip(names, results, strict=True))
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        results = await self.readiness()
+        ready = all(c.ok for c in results.values())
+        body = {"ready": ready, "checks": {n: {"ok": c.ok, "detail": c.detail} for n, c in results.items()}}
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
