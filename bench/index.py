@@ -17,6 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench.common import consent_rows, mobile, percentiles, save, us, write_csv
+from gatekeeper.cli import main
 from gatekeeper.config import Settings, parse
 from gatekeeper.devservers import PrivateRedis
 from gatekeeper.gate import CallRequest, Gate
@@ -98,8 +99,6 @@ async def import_and_memory(url: str, records: int) -> dict[str, Any]:
 
 
 async def scrub_throughput(url: str, records: int, rows: int) -> dict[str, Any]:
-    from gatekeeper.cli import main
-
     settings = settings_for(url)
     index = ConsentIndex.from_settings(settings.index)
     with tempfile.TemporaryDirectory() as tmp:
