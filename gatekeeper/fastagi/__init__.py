@@ -1,0 +1,1 @@
+"""FastAGI adapter: Asterisk talks to gatekeeper over the FastAGI line protocol."""
