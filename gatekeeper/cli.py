@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from gatekeeper import __version__
 from gatekeeper.config import ConfigError, Settings, load
-from gatekeeper.core.model import NumberKind, Verdict
+from gatekeeper.core.model import Decision, NumberKind, Verdict
 from gatekeeper.core.numbers import normalise
 from gatekeeper.core.policy import zone
 from gatekeeper.demo import run_demo
@@ -32,7 +33,8 @@ from gatekeeper.index.rows import ImportFileError, count_lines
 from gatekeeper.index.store import ConsentIndex, is_unavailable
 
 EXIT_OK, EXIT_BLOCK, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
-SCRUB_BATCH = 2_000
+SCRUB_BATCH = 1_000
+SCRUB_IN_FLIGHT = 3
 NUMBER_COLUMNS = ("number", "phone", "telephone", "msisdn", "telefoon", "telefoonnummer", "phone_number")
 
 log = logging.getLogger("gatekeeper")
@@ -241,26 +243,27 @@ async def cmd_scrub(settings: Settings, args: argparse.Namespace) -> int:
             writer = csv.writer(fout)
             writer.writerow([*header, *added, "explanation"])
             done = 0
+            in_flight: deque[tuple[list[list[str]], asyncio.Task[list[Decision]]]] = deque()
+
+            def write(rows: list[list[str]], decisions: list[Decision]) -> None:
+                for row, d in zip(rows, decisions, strict=True):
+                    counts[d.reason.value] = counts.get(d.reason.value, 0) + 1
+                    extra = [d.verdict.value, d.reason.value, str(d.would_block).lower(), d.regime or "", d.explanation]
+                    writer.writerow(row + extra)
+
+            # A few batches in flight, so Redis works on one while this process decides another.
             while True:
                 rows = [r for _, r in zip(range(SCRUB_BATCH), reader, strict=False)]
-                if not rows:
+                if rows:
+                    numbers = [r[column] if column < len(r) else "" for r in rows]
+                    in_flight.append((rows, asyncio.create_task(gate.check_many(args.campaign, numbers, at))))
+                if in_flight and (len(in_flight) >= SCRUB_IN_FLIGHT or not rows):
+                    done_rows, task = in_flight.popleft()
+                    write(done_rows, await task)
+                    done += len(done_rows)
+                    progress(done)
+                if not rows and not in_flight:
                     break
-                numbers = [r[column] if column < len(r) else "" for r in rows]
-                for row, result in zip(rows, await gate.check_many(args.campaign, numbers, at), strict=True):
-                    d = result.decision
-                    counts[d.reason.value] = counts.get(d.reason.value, 0) + 1
-                    writer.writerow(
-                        [
-                            *row,
-                            d.verdict.value,
-                            d.reason.value,
-                            str(d.would_block).lower(),
-                            d.regime or "",
-                            d.explanation,
-                        ]
-                    )
-                done += len(rows)
-                progress(done)
         summary = ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
         sys.stdout.write(f"scrubbed {done:,} rows into {target}: {summary}\n")
         return EXIT_OK

@@ -189,49 +189,25 @@ class Gate:
         while self._writes:
             await asyncio.gather(*list(self._writes), return_exceptions=True)
 
-    async def check_many(self, campaign_id: str, dialled: Sequence[str], at: dt.datetime) -> list[GateDecision]:
-        """Decide a list of numbers for one campaign at one time with pipelined lookups (pre-campaign scrub).
+    async def check_many(self, campaign_id: str, dialled: Sequence[str], at: dt.datetime) -> list[Decision]:
+        """Decide a list of numbers for one campaign at one time with batched lookups (pre-campaign scrub).
 
-        Listeners are not told: a scrub is not a call.
+        A scrub is not a call: nothing is recorded and the listeners are not told. When the index cannot
+        answer, the numbers that needed it get `index-unavailable` (fail closed).
         """
-        started = time.perf_counter()
         campaign = self.settings.campaign(campaign_id)
-        calls = []
-        screened: list[Decision | Pending] = []
-        for text in dialled:
-            call = Call(self.number_for(CallRequest(text, campaign_id), campaign), at)
-            calls.append(call)
-            screened.append(screen(call, campaign, campaign_id))
-        todo = [(i, s) for i, s in enumerate(screened) if isinstance(s, Pending)]
-        lookups: dict[int, Lookup] = {}
-        error = None
+        region = self.settings.region_for(campaign)
+        plan = self.settings.numbers
+        screened = [screen(Call(normalise(text, region, plan), at), campaign, campaign_id) for text in dialled]
+        todo = [s for s in screened if isinstance(s, Pending)]
+        found: list[Lookup] | None = None
         if todo:
             try:
                 async with asyncio.timeout(self.budget):
-                    found = await self.index.lookup_many(todo[0][1].tenant, [p.e164 for _, p in todo])
-                lookups = dict(zip((i for i, _ in todo), found, strict=True))
+                    found = await self.index.lookup_many(todo[0].tenant, [p.e164 for p in todo])
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise
-                error = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-        results = []
-        elapsed = time.perf_counter() - started
-        for i, (call, early) in enumerate(zip(calls, screened, strict=True)):
-            lookup = lookups.get(i)
-            decision = early.decide(lookup.facts if lookup else None) if isinstance(early, Pending) else early
-            results.append(
-                GateDecision(
-                    id=new_decision_id(),
-                    decision=decision,
-                    request=CallRequest(dialled[i], campaign_id, at=at, source="scrub"),
-                    campaign=campaign,
-                    number=call.number,
-                    number_hash=lookup.key.hash_hex if lookup else None,
-                    at=at,
-                    generation=lookup.generation if lookup else None,
-                    latency=elapsed,
-                    index_error=error if isinstance(early, Pending) else None,
-                    looked_up=isinstance(early, Pending),
-                )
-            )
-        return results
+                log.warning("the consent index did not answer a scrub batch: %s", type(exc).__name__)
+        facts = iter([lookup.facts for lookup in found] if found is not None else [None] * len(todo))
+        return [s.decide(next(facts)) if isinstance(s, Pending) else s for s in screened]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import phonenumbers
@@ -43,16 +43,14 @@ class _RegionFast:
     country_code: str
     national_prefix: str
     idd: str
-    patterns: tuple[tuple[frozenset[int], re.Pattern[str]], ...]
-    general: tuple[frozenset[int], re.Pattern[str]]
+    by_length: Mapping[int, re.Pattern[str]]  # NSN length -> the types whose lengths allow it, in one pattern
+    general: re.Pattern[str]
     time_zones: tuple[str, ...]
 
     def valid_nsn(self, nsn: str) -> bool:
-        lengths, pattern = self.general
-        if (lengths and len(nsn) not in lengths) or pattern.fullmatch(nsn) is None:
-            return False
-        n = len(nsn)
-        return any((not lengths or n in lengths) and p.fullmatch(nsn) is not None for lengths, p in self.patterns)
+        """What `is_valid_number` decides: the general pattern and at least one number type match."""
+        types = self.by_length.get(len(nsn))
+        return types is not None and self.general.fullmatch(nsn) is not None and types.fullmatch(nsn) is not None
 
 
 _TYPE_DESCS = (
@@ -81,14 +79,20 @@ def _fast_region(region: str) -> _RegionFast | None:
     if md.national_prefix_transform_rule or md.leading_digits:
         return None
     general = _desc(md.general_desc)
-    if general is None:
+    if general is None or not general[0]:
         return None
-    patterns = tuple(d for name in _TYPE_DESCS if (d := _desc(getattr(md, name, None))) is not None)
+    types = [d for name in _TYPE_DESCS if (d := _desc(getattr(md, name, None))) is not None]
     zones = _country_time_zones(md.country_code)
     if len(zones) != 1:
         return None
+    by_length = {}
+    for length in general[0]:
+        # A type without lengths of its own takes the general ones (as phonenumbers does).
+        alternatives = [p.pattern for lengths, p in types if not lengths or length in lengths]
+        if alternatives:
+            by_length[length] = re.compile("|".join(f"(?:{a})" for a in alternatives))
     idd = md.international_prefix if md.international_prefix and md.international_prefix.isdigit() else ""
-    return _RegionFast(str(md.country_code), "0", idd, patterns, general, zones)
+    return _RegionFast(str(md.country_code), "0", idd, by_length, general[1], zones)
 
 
 @functools.cache

@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
 from zoneinfo import ZoneInfo
 
 from gatekeeper.core.model import (
@@ -35,6 +36,7 @@ from gatekeeper.core.numbers import normalise_e164
 # 0x20 restricted, 0x40 number unavailable); the low bits are the screening indicator.
 _PRESENTATION_MASK = 0x60
 _PRESENTATION_ALLOWED = 0x00
+T = TypeVar("T")
 _NO_CALLER_ID = frozenset({"", "unknown", "anonymous", "restricted", "private", "unavailable", "withheld"})
 
 
@@ -57,6 +59,25 @@ def add_years(day: dt.date, years: int) -> dt.date:
         return day.replace(year=day.year + years)
     except ValueError:
         return day.replace(year=day.year + years, day=28)
+
+
+class _lazy(Generic[T]):
+    """A per-instance cached property without functools.cached_property's lock (Python 3.11)."""
+
+    def __init__(self, func: Callable[[Any], T]) -> None:
+        self.func = func
+        self.name = func.__name__
+
+    @overload
+    def __get__(self, obj: None, cls: type | None = None) -> _lazy[T]: ...
+    @overload
+    def __get__(self, obj: object, cls: type | None = None) -> T: ...
+    def __get__(self, obj: object | None, cls: type | None = None) -> T | _lazy[T]:
+        if obj is None:
+            return self
+        value = self.func(obj)
+        obj.__dict__[self.name] = value
+        return value
 
 
 class Context:
@@ -88,7 +109,7 @@ class Context:
             return self.call.at <= end
         return self.today <= end
 
-    @functools.cached_property
+    @_lazy
     def hours(self) -> tuple[bool, str]:
         """Whether the call time is within the calling hours in every time zone of the called number."""
         zones = self.call.number.time_zones or (self.jurisdiction.timezone,)
@@ -100,21 +121,21 @@ class Context:
             descriptions.append(verdict.description)
         return True, "; ".join(descriptions)
 
-    @functools.cached_property
+    @_lazy
     def facts_or_empty(self) -> Facts:
         return self.facts if self.facts is not None else Facts()
 
-    @functools.cached_property
+    @_lazy
     def objection_day(self) -> dt.date | None:
         """The latest objection dated on or before the call (later ones do not count for it)."""
         days = [self.day(o.at) for o in self.facts_or_empty.objections if self.started(o.at)]
         return max(days) if days else None
 
-    @functools.cached_property
+    @_lazy
     def covering_consents(self) -> list[Consent]:
         return [c for c in self.facts_or_empty.consents if self.started(c.start) and self.not_ended(c.end)]
 
-    @functools.cached_property
+    @_lazy
     def valid_consents(self) -> list[Consent]:
         """Covering consents an objection does not override (given after it, not on the same day)."""
         objected = self.objection_day
@@ -123,7 +144,12 @@ class Context:
             return consents
         return [c for c in consents if self.day(c.start) > objected]
 
-    @functools.cached_property
+    @_lazy
+    def basis(self) -> Outcome | None:
+        """The legal basis under the regime in force (rule 10), or None."""
+        return _basis(self)
+
+    @_lazy
     def relationship(self) -> tuple[Reason | None, Relationship | None]:
         """(customer | former-customer | None, the relationship with the latest end that has started)."""
         started = [r for r in self.facts_or_empty.relationships if self.started(r.start)]
@@ -280,7 +306,7 @@ def _basis(ctx: Context) -> Outcome | None:
 
 
 def _no_basis(ctx: Context) -> Outcome | None:
-    if _basis(ctx) is not None:
+    if ctx.basis is not None:
         return None
     regime = ctx.regime
     found = []
@@ -320,7 +346,7 @@ def _outside_hours(ctx: Context) -> Outcome | None:
 
 
 def _allow(ctx: Context) -> Outcome | None:
-    basis = _basis(ctx)
+    basis = ctx.basis
     assert basis is not None, "rule no-basis runs first"
     if ctx.call.callback_requested:
         hours = "a callback the person requested may be outside the calling hours"

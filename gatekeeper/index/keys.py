@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from typing import NamedTuple
 
 TAG_BITS = 12
 TAGS = 1 << TAG_BITS
@@ -39,14 +40,17 @@ def tag_of(index: int) -> str:
 ALL_TAGS = tuple(tag_of(i) for i in range(TAGS))
 
 
-@dataclass(frozen=True, slots=True)
-class NumberKey:
+class NumberKey(NamedTuple):
     """Where one number lives in the index; `hash_hex` identifies it in the decision log."""
 
     tag: str
     field: bytes
     spread: int  # bits for choosing the sub-bucket
-    hash_hex: str
+    digest: bytes
+
+    @property
+    def hash_hex(self) -> str:
+        return self.digest[:16].hex()
 
     def sub(self, bits: int) -> int:
         return self.spread & ((1 << bits) - 1)
@@ -88,10 +92,10 @@ class Keyspace:
     def number_key(self, e164: str) -> NumberKey:
         digest = hmac.digest(self._pepper, e164.encode(), "sha256")
         return NumberKey(
-            tag=ALL_TAGS[int.from_bytes(digest[:2]) >> (16 - TAG_BITS)],
-            field=digest[2 : 2 + FIELD_BYTES],
-            spread=int.from_bytes(digest[12:16]),
-            hash_hex=digest[:16].hex(),
+            ALL_TAGS[(digest[0] << 4) | (digest[1] >> 4)],  # the first TAG_BITS (12) bits
+            digest[2 : 2 + FIELD_BYTES],
+            int.from_bytes(digest[12:16]),
+            digest,
         )
 
     def number_hash(self, e164: str) -> str:

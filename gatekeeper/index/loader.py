@@ -20,14 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.index.keys import ALL_TAGS, BUILD_SUFFIX, Generation, Keyspace, sub_bits_for
-from gatekeeper.index.rows import ImportFileError, Row, RowError, Validator, read
-from gatekeeper.index.store import APPEND, MERGE, SWITCH, ConsentIndex, Pipeline, TenantInfo, run_pipeline, text
+from gatekeeper.index.rows import ImportFileError, Row, RowError, Validator, read, tenant_counts
+from gatekeeper.index.store import (
+    APPEND,
+    MERGE,
+    SWITCH,
+    ConsentIndex,
+    Pipeline,
+    Script,
+    TenantInfo,
+    run_pipeline,
+    text,
+)
 
 BATCH_ROWS = 50_000
 PIPELINE_CALLS = 2_000
 LOCK_SECONDS = 600
 MAX_REPORTED_ERRORS = 1_000
 
+_Call = tuple[Script, list[str], list[bytes | str | int], str | None]  # script, keys, args, tenant
 Progress = Callable[[int], None]  # called with the number of rows read so far
 
 
@@ -152,17 +163,18 @@ class Loader:
 
     def _prescan(self, path: Path, validator: Validator | None, report: ImportReport) -> Counter[str]:
         """Rows per tenant (to size the new generations); with a validator, every row checked."""
+        if validator is None:
+            return tenant_counts(path)
         counts: Counter[str] = Counter()
         for item in read(path):
             if isinstance(item, RowError):
                 report.add_error(item)
                 continue
             line, raw = item
-            if validator is not None:
-                row = validator.validate(line, raw)
-                if isinstance(row, RowError):
-                    report.add_error(row)
-                    continue
+            row = validator.validate(line, raw)
+            if isinstance(row, RowError):
+                report.add_error(row)
+                continue
             tenant = raw.get("tenant", "").strip()
             if raw.get("kind", "").strip().lower() != "suppression" and tenant:
                 counts[tenant] += 1
@@ -246,31 +258,41 @@ class Loader:
         report: ImportReport,
         progress: Progress | None,
     ) -> None:
-        batch: list[Row] = []
-        for item in read(path):
-            report.rows += 1
-            if isinstance(item, RowError):
-                report.add_error(item)
-                continue
-            line, raw = item
-            row = validator.validate(line, raw)
-            if isinstance(row, RowError):
-                report.add_error(row)
-                continue
-            report.accepted += 1
-            batch.append(row)
-            if len(batch) >= self.batch_rows:
-                await self._flush(batch, targets, report)
+        """Read, validate and group a batch in a worker thread while Redis applies the previous one."""
+        limit = await self._limit()
+        items = iter(read(path))
+
+        def next_batch() -> list[_Call]:
+            rows: list[Row] = []
+            for item in items:
+                report.rows += 1
+                if isinstance(item, RowError):
+                    report.add_error(item)
+                    continue
+                row = validator.validate(*item)
+                if isinstance(row, RowError):
+                    report.add_error(row)
+                    continue
+                report.accepted += 1
+                rows.append(row)
+                if len(rows) >= self.batch_rows:
+                    break
+            return self._group(rows, targets, report, limit)
+
+        upcoming = asyncio.ensure_future(asyncio.to_thread(next_batch))
+        try:
+            while calls := await upcoming:
+                upcoming = asyncio.ensure_future(asyncio.to_thread(next_batch))
+                await self._send(calls, report)
                 if progress is not None:
                     progress(report.rows)
-                batch = []
-        if batch:
-            await self._flush(batch, targets, report)
-        if progress is not None:
-            progress(report.rows)
+        finally:
+            if not upcoming.done():
+                upcoming.cancel()
+                await asyncio.gather(upcoming, return_exceptions=True)
 
-    async def _flush(self, rows: Iterable[Row], targets: dict[str, _Target], report: ImportReport) -> None:
-        limit = await self._limit()
+    def _group(self, rows: Iterable[Row], targets: dict[str, _Target], report: ImportReport, limit: int) -> list[_Call]:
+        """One script call per bucket, with the entries of every number of the batch that lands in it."""
         grouped: dict[tuple[str, str, int], dict[bytes, bytearray]] = defaultdict(dict)
         suppressions: dict[str, dict[bytes, bytearray]] = defaultdict(dict)
         numbers = self.keys
@@ -288,7 +310,7 @@ class Loader:
                 bucket[key.field] = bytearray(row.entry)
             else:
                 existing += row.entry
-        calls: list[tuple[Any, list[str], list[bytes | str | int], str | None]] = []
+        calls: list[_Call] = []
         for tag, fields in suppressions.items():
             args: list[bytes | str | int] = []
             for f, entries in fields.items():
@@ -307,10 +329,13 @@ class Loader:
                 numbers.suppressions(tag),
             ]
             calls.append((MERGE, keys, margs, tenant))
+        return calls
+
+    async def _send(self, calls: list[_Call], report: ImportReport) -> None:
         for start in range(0, len(calls), PIPELINE_CALLS):
             chunk = calls[start : start + PIPELINE_CALLS]
 
-            def fill(pipe: Pipeline, chunk: list[Any] = chunk) -> None:
+            def fill(pipe: Pipeline, chunk: list[_Call] = chunk) -> None:
                 for script, keys, args, _ in chunk:
                     script.queue(pipe, keys, args)
 

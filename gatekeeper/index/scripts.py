@@ -130,3 +130,33 @@ local old = redis.call('HGET', KEYS[2], ARGV[1]) or '\1'
 redis.call('HSET', KEYS[2], ARGV[1], old .. ARGV[2])
 return removed
 """
+
+# Many lookups of one tenant in one call, for scrubs on a standalone Redis (not Redis Cluster: the keys
+# of different numbers live in different slots there, so scrubs use pipelined LOOKUPs instead). The key
+# names are built here exactly as gatekeeper/index/keys.py builds them (a test compares both paths).
+# ARGV: prefix, tenant, expected "G:bits", then tag, sub-bucket, field for each number.
+# Reply: per number {1, generation, suppressions, objections, data} or {0, current generation}.
+LOOKUP_BULK = r"""
+local p, t, expected = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i = 4, #ARGV, 3 do
+  local base = p .. ':{' .. ARGV[i] .. '}:'
+  local f = ARGV[i + 2]
+  local cur = redis.call('HGET', base .. 'g', t)
+  if (cur or '') ~= expected then
+    out[#out + 1] = {0, cur}
+  else
+    local s = redis.call('HGET', base .. 's', f)
+    local o = redis.call('HGET', base .. 'o:' .. t, f)
+    local d = false
+    if cur then
+      local g = string.match(cur, '^(%d+)')
+      local bucket = t .. ':' .. g .. ':' .. ARGV[i + 1]
+      d = redis.call('HGET', base .. 'd:' .. bucket, f)
+      if d == '\0' then d = redis.call('HGET', base .. 'x:' .. bucket, f) end
+    end
+    out[#out + 1] = {1, cur, s, o, d}
+  end
+end
+return out
+"""

@@ -212,7 +212,7 @@ async def test_crashed_snapshot_is_cleaned_up_and_never_visible(index: ConsentIn
     crash = write_csv(tmp_path / "crash.csv", [f"acme,06123456{i:02d},consent,2025-01-01,,crash" for i in range(60)])
     loader = Loader(index, batch_rows=10)
     calls = 0
-    original = loader._flush
+    original = loader._send
 
     async def failing_flush(*args: Any) -> None:
         nonlocal calls
@@ -221,7 +221,7 @@ async def test_crashed_snapshot_is_cleaned_up_and_never_visible(index: ConsentIn
             raise RuntimeError("simulated crash")
         await original(*args)
 
-    loader._flush = failing_flush  # type: ignore[method-assign,assignment]
+    loader._send = failing_flush  # type: ignore[method-assign,assignment]
     with pytest.raises(RuntimeError):
         await loader.load(crash, region="NL", replace=True, now=NOW)
     assert (await index.lookup("acme", "+31612345600")).facts.consents[0].reference == "good"
