@@ -31,6 +31,7 @@ from gatekeeper.gate import CallRequest, Gate, GateDecision
 from gatekeeper.index.loader import ImportRefused, ImportReport, Loader
 from gatekeeper.index.rows import ImportFileError, count_lines
 from gatekeeper.index.store import ConsentIndex, is_unavailable
+from gatekeeper.serve import serve
 
 EXIT_OK, EXIT_BLOCK, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 SCRUB_BATCH = 1_000
@@ -84,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     era.add_argument("--reference", default="erasure", help="pointer to the request (default: erasure)")
 
     sub.add_parser("status", help="show the loaded tenants and their generations")
+
+    srv = sub.add_parser("serve", help="run the FastAGI, ARI and HTTP service")
+    srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     demo = sub.add_parser("demo", help="run the out-of-the-box demo (private Redis if none is reachable)")
     demo.add_argument("--redis-url", default=None, help="use this Redis instead of probing 127.0.0.1:6379")
@@ -331,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return asyncio.run(run_demo(args.redis_url))
         settings = load(args.config)
+        if args.command == "serve":
+            logging.getLogger().setLevel(args.log_level.upper())
+            return serve(settings)
         return asyncio.run(COMMANDS[args.command](settings, args))
     except (ConfigError, UsageError, ImportFileError, ImportRefused) as exc:
         sys.stderr.write(f"gatekeeper: {exc}\n")

@@ -60,6 +60,7 @@ class IndexSettings:
     pepper: bytes = field(default=b"", repr=False)
     prefix: str = "gk"
     timeout: float = 0.05  # seconds: the lookup's share of the decision budget
+    max_connections: int = 32
 
     @property
     def redacted_url(self) -> str:
@@ -68,7 +69,7 @@ class IndexSettings:
     def __repr__(self) -> str:
         return (
             f"IndexSettings(redis_url={self.redacted_url!r}, pepper=<{len(self.pepper)} bytes>, "
-            f"prefix={self.prefix!r}, timeout={self.timeout})"
+            f"prefix={self.prefix!r}, timeout={self.timeout}, max_connections={self.max_connections})"
         )
 
 
@@ -88,7 +89,8 @@ class FastAgiSettings:
         ip_network("127.0.0.1/32"),
         ip_network("::1/128"),
     )
-    max_sessions: int = 1000
+    max_sessions: int = 1000  # connections at once; beyond it a call is refused (the dialplan blocks it)
+    max_active: int = 32  # sessions worked on at once; the others wait their turn
     env_timeout: float = 2.0  # seconds to receive the whole environment block
     budget: float = 0.05  # seconds for the decision; after it the call is blocked (index-unavailable)
     reply_timeout: float = 2.0  # seconds to wait for Asterisk's reply to our command
@@ -250,8 +252,9 @@ def _parse_index(t: Table, env: Mapping[str, str]) -> IndexSettings:
     timeout_ms = t.get("timeout_ms", float, 50.0)
     if not 0 < timeout_ms <= 10_000:
         raise t.error("timeout_ms", "must be between 0 and 10000")
+    max_connections = _positive(t, "max_connections", 32, 10_000)
     t.finish()
-    return IndexSettings(url, pepper_text.encode(), prefix, timeout_ms / 1000)
+    return IndexSettings(url, pepper_text.encode(), prefix, timeout_ms / 1000, max_connections)
 
 
 def _parse_numbers(t: Table) -> tuple[NumberPlan, str]:
@@ -426,7 +429,7 @@ def _address(t: Table, key: str, default: Address) -> Address:
     text = t.string(key, str(default))
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
         raise t.error(key, f"{text!r} is not an address like 127.0.0.1:4573")
     return Address(host, int(port))
 
@@ -457,6 +460,7 @@ def _parse_fastagi(t: Table) -> FastAgiSettings:
         listen=_address(t, "listen", base.listen),
         allow_from=tuple(networks),
         max_sessions=_positive(t, "max_sessions", base.max_sessions, 100_000),
+        max_active=_positive(t, "max_active", base.max_active, 10_000),
         env_timeout=_milliseconds(t, "env_timeout_ms", base.env_timeout, 60_000),
         budget=_milliseconds(t, "budget_ms", base.budget, 10_000),
         reply_timeout=_milliseconds(t, "reply_timeout_ms", base.reply_timeout, 60_000),

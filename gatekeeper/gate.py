@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from gatekeeper.config import Settings
 from gatekeeper.core.model import Call, Campaign, Decision, Number, NumberKind
 from gatekeeper.core.numbers import normalise
-from gatekeeper.core.policy import Pending, screen
+from gatekeeper.core.policy import Pending, decide, screen
 from gatekeeper.index.store import ConsentIndex, Lookup, is_unavailable
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,29 @@ class Gate:
             decision = screened.decide(lookup.facts if lookup is not None else None)
         else:
             decision = screened
+        return self._finish(request, campaign, number, at, decision, lookup, error, started)
+
+    def fail_closed(self, request: CallRequest, error: str) -> GateDecision:
+        """The decision without the index (its budget ran out): what rules 1–5 decide, else a block."""
+        started = time.perf_counter()
+        at = request.at or self.clock()
+        campaign = self.settings.campaign(request.campaign)
+        number = self.number_for(request, campaign)
+        call = Call(number, at, request.caller_id, request.presentation, request.callback_requested)
+        decision = decide(call, campaign, None, request.campaign)
+        return self._finish(request, campaign, number, at, decision, None, error, started)
+
+    def _finish(
+        self,
+        request: CallRequest,
+        campaign: Campaign | None,
+        number: Number,
+        at: dt.datetime,
+        decision: Decision,
+        lookup: Lookup | None,
+        error: str | None,
+        started: float,
+    ) -> GateDecision:
         if lookup is not None:
             number_hash: str | None = lookup.key.hash_hex
         elif number.kind is NumberKind.VALID and number.e164 is not None:

@@ -28,11 +28,18 @@ def redis_server() -> Iterator[PrivateRedis]:
         yield server
 
 
-def make_settings(redis_url: str, prefix: str | None = None, **index: Any) -> Settings:
-    data = {
+def make_settings(
+    redis_url: str, prefix: str | None = None, sections: dict[str, Any] | None = None, **index: Any
+) -> Settings:
+    """Settings for a test: the test campaigns, a fresh key prefix, and any extra TOML sections."""
+    data: dict[str, Any] = {
         "index": {"redis_url": redis_url, "pepper": PEPPER, "prefix": prefix or f"t{secrets.token_hex(4)}", **index},
         "campaigns": CAMPAIGNS,
+        "fastagi": {"listen": "127.0.0.1:0"},
+        "http": {"listen": "127.0.0.1:0"},
     }
+    for name, values in (sections or {}).items():
+        data[name] = {**data.get(name, {}), **values}
     return parse(data, "test.toml", {})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import hashlib
@@ -100,13 +101,20 @@ SWITCH = Script(scripts.SWITCH)
 ERASE = Script(scripts.ERASE)
 LOOKUP_BULK = Script(scripts.LOOKUP_BULK)
 ALL_SCRIPTS = (LOOKUP, MERGE, APPEND, SWITCH, ERASE, LOOKUP_BULK)
+MAX_IN_FLIGHT = 8  # lookups sent on their own before waiting ones are batched into pipelines
 BULK_NUMBERS = 100  # numbers per LOOKUP_BULK call: keeps each script run well under a millisecond
 
 
 def connect(settings: IndexSettings, *, retries: int = 0) -> Client:
-    """A Redis client for the index. No retries by default: the gate's time budget decides instead."""
-    return aioredis.Redis.from_url(
+    """A Redis client for the index. No retries by default: the gate's time budget decides instead.
+
+    The pool is bounded: a burst of calls shares `max_connections` connections (each lookup holds one
+    for a single round trip) instead of opening a connection per call, which costs more than the lookup.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=settings.max_connections,
+        timeout=None,  # wait for a free connection; the gate's budget bounds the wait
         decode_responses=False,
         socket_connect_timeout=max(settings.timeout * 20, 1.0),
         socket_timeout=max(settings.timeout * 20, 1.0),
@@ -114,6 +122,7 @@ def connect(settings: IndexSettings, *, retries: int = 0) -> Client:
         health_check_interval=0,
         client_name="gatekeeper",
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
 async def run_pipeline(client: Client, fill: Callable[[Pipeline], None]) -> list[Any]:
@@ -138,6 +147,9 @@ class ConsentIndex:
         self.client = client
         self.keys = keyspace
         self._generations: dict[str, Generation | None] = {}
+        self._in_flight = 0
+        self._waiting: list[tuple[list[str], list[bytes | str], asyncio.Future[Any]]] = []
+        self._batches: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(cls, settings: IndexSettings) -> ConsentIndex:
@@ -191,10 +203,59 @@ class ConsentIndex:
         key = self.keys.number_key(e164)
         for _ in range(MAX_STALE_RETRIES):
             keys, args = self._lookup_call(tenant, key, self._generations.get(tenant))
-            result = self._result(tenant, key, await LOOKUP(self.client, keys, args))
+            result = self._result(tenant, key, await self._fetch(keys, args))
             if result is not None:
                 return result
         raise IndexUnavailable(f"the generation of tenant {tenant!r} kept changing during the lookup")
+
+    async def _fetch(self, keys: list[str], args: list[bytes | str]) -> Any:
+        """One LOOKUP. Up to MAX_IN_FLIGHT go out on their own; beyond that, waiting lookups share pipelines.
+
+        At a normal call rate every lookup is a single EVALSHA. In a burst (a dialler starting hundreds of
+        calls at once) the lookups that queue up behind the ones in flight go together in one pipeline,
+        instead of each waiting for a pooled connection and a round trip of its own.
+        """
+        if self._in_flight < MAX_IN_FLIGHT:
+            self._in_flight += 1
+            try:
+                return await LOOKUP(self.client, keys, args)
+            finally:
+                self._in_flight -= 1
+                self._kick()
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((keys, args, waiter))
+        return await waiter
+
+    def _kick(self) -> None:
+        if not self._waiting or self._in_flight >= MAX_IN_FLIGHT:
+            return
+        batch, self._waiting = self._waiting, []
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._send_batch(batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _send_batch(self, batch: list[tuple[list[str], list[bytes | str], asyncio.Future[Any]]]) -> None:
+        def fill(pipe: Pipeline) -> None:
+            for keys, args, _ in batch:
+                LOOKUP.queue(pipe, keys, args)
+
+        try:
+            replies = await run_pipeline(self.client, fill)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else IndexUnavailable("lookup batch cancelled")
+            for _, _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, _, waiter), reply in zip(batch, replies, strict=True):
+                if not waiter.done():
+                    waiter.set_result(reply)
+        finally:
+            self._in_flight -= 1
+            self._kick()
 
     async def lookup_many(self, tenant: str, numbers: Sequence[str]) -> list[Lookup]:
         """Lookups for a list of numbers of one tenant (scrub), in as few round trips as the server allows."""
