@@ -16,15 +16,13 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from enum import StrEnum
 
 from gatekeeper.config import FastAgiSettings
 from gatekeeper.fastagi import protocol
+from gatekeeper.fastagi.call import call_from_environment, verdict_variables
 from gatekeeper.fastagi.protocol import (
-    GATEKEEPER_DECISION_ID,
-    GATEKEEPER_REASON,
-    GATEKEEPER_RESULT,
     AgiEnvironment,
     DeadChannel,
     EnvironmentParser,
@@ -39,11 +37,9 @@ from gatekeeper.metrics import Metrics
 from gatekeeper.service import Check
 
 log = logging.getLogger(__name__)
-SCRIPT = "check"
 DRAIN_SECONDS = 10.0  # how long a graceful stop waits for sessions in flight
 # One GET FULL VARIABLE reads both: campaign names never contain "|" (configuration enforces it).
 CONTEXT_EXPRESSION = "${GATEKEEPER_CAMPAIGN}|${CHANNEL(linkedid)}"
-TRUE_VALUES = frozenset({"1", "yes", "true", "on"})
 
 
 class Outcome(StrEnum):
@@ -63,40 +59,6 @@ OUTCOMES = tuple(o.value for o in Outcome)
 
 class SessionClosed(Exception):
     """Asterisk closed the connection."""
-
-
-@dataclass(frozen=True, slots=True)
-class CallInfo:
-    request: CallRequest
-    needs_context: bool  # the campaign comes from the channel, so read it (with the linkedid)
-
-
-def call_from_environment(env: AgiEnvironment) -> CallInfo:
-    """What the request says about the call: campaign, number, caller ID, ids."""
-    script = env.script()
-    if script.name and script.name != SCRIPT:
-        raise ProtocolError(f"unknown FastAGI script {script.name!r} (use agi://host:port/{SCRIPT})")
-    params = script.params
-    campaign = params.get("campaign", "")
-    request = CallRequest(
-        dialled=params.get("number") or env.extension,
-        campaign=campaign or env.accountcode,
-        caller_id=env.callerid,
-        presentation=env.callingpres,
-        callback_requested=params.get("callback", "").lower() in TRUE_VALUES,
-        uniqueid=env.uniqueid,
-        source="fastagi",
-    )
-    return CallInfo(request, needs_context=not campaign)
-
-
-def verdict_variables(result: GateDecision) -> list[tuple[str, str]]:
-    d = result.decision
-    return [
-        (GATEKEEPER_RESULT, d.verdict.value.upper()),
-        (GATEKEEPER_REASON, d.reason.value),
-        (GATEKEEPER_DECISION_ID, result.id),
-    ]
 
 
 class Session:
