@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the out-of-the-box demo (private Redis if none is reachable)")
     demo.add_argument("--redis-url", default=None, help="use this Redis instead of probing 127.0.0.1:6379")
+    demo.add_argument("--once", action="store_true", help="show the decisions and exit instead of serving")
+    demo.add_argument("--workdir", default=".demo", help="where the demo writes its configuration (default .demo)")
     return p
 
 
@@ -333,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="gatekeeper: %(levelname)s: %(message)s")
     try:
         if args.command == "demo":
-            return asyncio.run(run_demo(args.redis_url))
+            return asyncio.run(run_demo(args.redis_url, keep_serving=not args.once, workdir=Path(args.workdir)))
         settings = load(args.config)
         if args.command == "serve":
             logging.getLogger().setLevel(args.log_level.upper())

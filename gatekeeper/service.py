@@ -112,15 +112,19 @@ class Service:
 
     async def run(self) -> None:
         """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
+        await self.start()
+        try:
+            await self.wait_for_stop_signal()
+        finally:
+            await self.stop()
+
+    async def wait_for_stop_signal(self) -> None:
+        """Return on SIGTERM or SIGINT (or `request_stop`)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        await self.start()
-        try:
-            await self._stopping.wait()
-            log.info("stopping: finishing the calls in flight")
-        finally:
-            await self.stop()
+        await self._stopping.wait()
+        log.info("stopping: finishing the calls in flight")
 
     def request_stop(self) -> None:
         self._stopping.set()

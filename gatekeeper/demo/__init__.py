@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from gatekeeper.config import Settings, load
+from gatekeeper.core.numbers import normalise
 from gatekeeper.core.policy import zone
-from gatekeeper.devservers import PrivateRedis, redis_reachable
-from gatekeeper.gate import CallRequest, Gate, GateDecision
+from gatekeeper.devservers import PrivateRedis, free_port, redis_reachable
+from gatekeeper.gate import CallRequest, GateDecision
 from gatekeeper.index.loader import Loader
 from gatekeeper.index.store import ConsentIndex
+from gatekeeper.serve import build
+from gatekeeper.simulator.fastagi import SimChannel, run_session
 
 AMSTERDAM = zone("Europe/Amsterdam")
 DEMO_PEPPER = "demo-pepper-not-secret-0123456789"  # the demo's data is public; a deployment keeps its own
@@ -26,6 +32,12 @@ DEMO_CONFIG = """\
 redis_url = "{redis_url}"
 pepper = "{pepper}"
 prefix = "gkdemo"
+
+[fastagi]
+listen = "127.0.0.1:{agi_port}"
+
+[http]
+listen = "127.0.0.1:{http_port}"
 
 [campaigns.acme-sales]
 tenant = "acme"
@@ -119,37 +131,120 @@ async def _ensure_redis(stack: AsyncExitStack, url: str | None) -> str:
     return private.url
 
 
-async def run_demo(redis_url: str | None = None, *, out: object = None) -> int:
+@dataclass(frozen=True, slots=True)
+class LiveCall:
+    title: str
+    number: str
+    campaign: str | None  # None: not in the URL; the simulated channel carries GATEKEEPER_CAMPAIGN
+    callingpres: int = 0
+    channel_campaign: str = ""
+
+
+LIVE_CALLS = (
+    LiveCall("consent on record", "0612345678", "acme-sales"),
+    LiveCall("customer, but commercial telemarketing needs consent", "0612345679", "acme-sales"),
+    LiveCall("former donor of a charity", "0612345681", "goededoel-donors"),
+    LiveCall("globally suppressed", "0612345690", "acme-sales"),
+    LiveCall("caller ID withheld", "0612345678", "acme-sales", callingpres=0x20),
+    LiveCall("campaign from the channel variable", "0612345678", None, channel_campaign="acme-sales"),
+    LiveCall("campaign nobody configured", "0612345678", "spam-blast"),
+)
+
+
+def _port(preferred: int) -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+def _demo_clock(settings: Settings) -> tuple[Callable[[], dt.datetime], str]:
+    """The real time when calls are allowed now; otherwise a clock running from the next workday 10:30."""
+    now = dt.datetime.now(AMSTERDAM)
+    hours = settings.campaigns["acme-sales"].jurisdiction.hours.check(now)
+    if hours.allowed:
+        return (lambda: dt.datetime.now(dt.UTC)), f"now ({now:%a %d %b %H:%M} in Amsterdam)"
+    start, t0 = _next_workday_morning(now), time.monotonic()
+    note = (
+        f"It is {now:%a %H:%M} in Amsterdam, outside the calling hours, so the demo service decides as if it "
+        f"were {start:%a %d %b %H:%M} (a real `gatekeeper serve` always uses the real time)"
+    )
+    return (lambda: start + dt.timedelta(seconds=time.monotonic() - t0)), note
+
+
+async def _live_call(port: int, call: LiveCall) -> str:
+    query = f"?campaign={call.campaign}" if call.campaign is not None else ""
+    url = f"agi://127.0.0.1:{port}/check{query}"
+    channel = SimChannel(
+        url=url,
+        extension=call.number,
+        callerid_num="+31201234567",
+        callerid_name="Acme Sales",
+        callingpres=call.callingpres,
+        variables={"GATEKEEPER_CAMPAIGN": call.channel_campaign} if call.channel_campaign else {},
+    )
+    result = await run_session("127.0.0.1", port, channel=channel)
+    v = result.variables
+    shown = f"AGI(agi://127.0.0.1:{port}/check{query})"
+    masked = normalise(call.number, "NL").masked
+    return (
+        f"  {masked:<16}{shown:<58} {v.get('GATEKEEPER_RESULT', '-'):<6}{v.get('GATEKEEPER_REASON', '-'):<18}"
+        f"AGISTATUS={result.agi_status.value} {result.duration * 1000:.1f} ms  {call.title}\n"
+    )
+
+
+async def run_demo(redis_url: str | None = None, *, keep_serving: bool = False, workdir: Path | None = None) -> int:
+    """The demo: the rule book on sample data, then live calls through `gatekeeper serve` over FastAGI."""
     async with AsyncExitStack() as stack:
         url = await _ensure_redis(stack, redis_url)
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gatekeeper-demo-")))
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gatekeeper-demo-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        agi_port, http_port = _port(4573), _port(8080)
         config_path = workdir / "gatekeeper.toml"
-        config_path.write_text(DEMO_CONFIG.format(redis_url=url, pepper=DEMO_PEPPER))
+        config_path.write_text(
+            DEMO_CONFIG.format(redis_url=url, pepper=DEMO_PEPPER, agi_port=agi_port, http_port=http_port)
+        )
         settings: Settings = load(config_path, env={})
-        index = ConsentIndex.from_settings(settings.index)
-        stack.push_async_callback(index.close)
+        service = build(settings)
+        index = service.index
         await _reset(index)
         sample = resources.files("gatekeeper.demo") / "consents.csv"
         with resources.as_file(sample) as path:
             report = await Loader(index).load(path, region="NL", replace=True)
         tenants = ", ".join(f"{t} (generation {r.generation})" for t, r in sorted(report.tenants.items()))
         print(f"loaded {report.accepted} sample records for {tenants} from consents.csv\n")
-        gate = Gate(settings, index)
+
+        print("1. The rule book: sample calls at chosen times, decided by the gate\n")
+        gate = service.gate
         print(f"{'VERDICT':<8}{'REASON':<18}{'NUMBER':<17}{'CAMPAIGN':<18}{'CALL TIME (Amsterdam)':<24}SCENARIO")
         for s in SCENARIOS:
-            request = CallRequest(s.number, s.campaign, s.caller_id, s.presentation, s.at, source="demo")
+            request = CallRequest(s.number, s.campaign, s.caller_id, s.presentation, s.at, source="cli")
             sys.stdout.write(_line(s, await gate.check(request)))
-        print("\nAn objection registered now takes effect for the very next call:")
-        first = SCENARIOS[0]
-        now = dt.datetime.now(AMSTERDAM)
-        await index.object("acme", "+31612345678", now, "demo")
-        next_call = _next_workday_morning(now)
-        request = CallRequest(first.number, first.campaign, first.caller_id, 0, next_call)
-        sys.stdout.write(
-            _line(
-                Scenario("the same number, after an objection", "", first.campaign, next_call),
-                await gate.check(request),
+        print("(ALLOW* = monitor mode: allowed, but enforcement would block.)\n")
+
+        gate.clock, clock_note = _demo_clock(settings)
+        await service.start()
+        stack.push_async_callback(service.stop)
+        print(f"2. gatekeeper serve: FastAGI on 127.0.0.1:{agi_port}, HTTP on 127.0.0.1:{http_port}")
+        print(f"   Calls from a simulated Asterisk, decided {clock_note}:\n")
+        for call in LIVE_CALLS:
+            sys.stdout.write(await _live_call(agi_port, call))
+        await index.object("acme", "+31612345678", gate.clock(), "demo")
+        print("\n   An objection registered now (`gatekeeper object NUMBER --tenant acme`) blocks the next call:")
+        sys.stdout.write(await _live_call(agi_port, LIVE_CALLS[0]))
+
+        if keep_serving:
+            print(
+                f"\n3. Still serving. In a real dialplan:\n"
+                f"     same => n,AGI(agi://127.0.0.1:{agi_port}/check?campaign=acme-sales)\n"
+                f'     same => n,GotoIf($["${{GATEKEEPER_RESULT}}" != "ALLOW"]?blocked,1)\n'
+                f"   (asterisk-config/extensions.conf has the whole context.)\n"
+                f"   Metrics: http://127.0.0.1:{http_port}/metrics   health: http://127.0.0.1:{http_port}/readyz\n"
+                f"   Try:     .venv/bin/gatekeeper --config {config_path} check 0612345678 --campaign acme-sales\n"
+                f"   Press Ctrl-C to stop."
             )
-        )
-        print("\n(ALLOW* = monitor mode: allowed, but enforcement would block.)")
+            await service.wait_for_stop_signal()
     return 0

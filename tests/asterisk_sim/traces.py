@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from tests.asterisk_sim.fastagi import SimChannel
+from gatekeeper.simulator.fastagi import SimChannel
 
 TRACES_DIR: Final = Path(__file__).resolve().parents[3] / "shared" / "asterisk-traces"
 

@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from gatekeeper.demo import SCENARIOS, run_demo
+from gatekeeper.demo import LIVE_CALLS, SCENARIOS, run_demo
 from gatekeeper.devservers import PrivateRedis
 
 pytestmark = pytest.mark.integration
 
 
-async def test_demo_shows_explained_decisions(redis_server: PrivateRedis, capsys: pytest.CaptureFixture[str]) -> None:
-    assert await run_demo(redis_server.url) == 0
+async def test_demo_shows_explained_decisions_and_live_calls(
+    redis_server: PrivateRedis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run_demo(redis_server.url, workdir=tmp_path) == 0
     first = capsys.readouterr().out
+    rule_book, _, live = first.partition("2. gatekeeper serve")
     for reason in ("consent", "customer", "former-customer", "no-basis", "objection", "outside-hours", "suppressed",
                    "caller-id", "service-call", "emergency", "invalid-number", "unknown-campaign"):  # fmt: skip
-        assert f" {reason} " in first, reason
-    assert "ALLOW*  no-basis" in first  # monitor mode
-    assert first.count("\n        ") == len(SCENARIOS) + 1  # one explanation per decision
-    assert "612345678" not in first.replace("+31 6 ****5678", "")
+        assert f" {reason} " in rule_book, reason
+    assert "ALLOW*  no-basis" in rule_book  # monitor mode
+    assert rule_book.count("\n        ") == len(SCENARIOS)  # one explanation per decision
+    live_lines = [line for line in live.splitlines() if "AGISTATUS=SUCCESS" in line]
+    assert len(live_lines) == len(LIVE_CALLS) + 1
+    assert [line.split()[4:6] for line in live_lines] == [
+        ["ALLOW", "consent"],
+        ["BLOCK", "no-basis"],
+        ["ALLOW", "former-customer"],
+        ["BLOCK", "suppressed"],
+        ["BLOCK", "caller-id"],
+        ["ALLOW", "consent"],
+        ["BLOCK", "unknown-campaign"],
+        ["BLOCK", "objection"],  # the objection registered during the demo
+    ]
+    assert "0612345678" not in first and "612345678 " not in first
+    assert (tmp_path / "gatekeeper.toml").is_file()
     # A second run starts again from the sample data (the objection of the first run is gone).
-    assert await run_demo(redis_server.url) == 0
+    assert await run_demo(redis_server.url, workdir=tmp_path) == 0
     second = capsys.readouterr().out
-    assert second.splitlines()[4:6] == first.splitlines()[4:6]
+    assert second.partition("2. gatekeeper serve")[0] == rule_book

@@ -23,7 +23,7 @@ from gatekeeper.index.loader import Loader
 from gatekeeper.index.store import ConsentIndex
 from gatekeeper.serve import build
 from gatekeeper.service import Service
-from tests.asterisk_sim.fastagi import AgiStatus, SessionResult, SimChannel, SimulatedCall, run_session
+from gatekeeper.simulator.fastagi import AgiStatus, SessionResult, SimChannel, SimulatedCall, run_session
 from tests.conftest import PEPPER, make_settings, write_csv
 
 pytestmark = pytest.mark.integration

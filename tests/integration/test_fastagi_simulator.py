@@ -34,7 +34,7 @@ from gatekeeper.fastagi.protocol import (
     parse_environment,
     set_variable,
 )
-from tests.asterisk_sim.fastagi import (
+from gatekeeper.simulator.fastagi import (
     AgiStatus,
     Direction,
     SimChannel,

@@ -41,7 +41,7 @@ from gatekeeper.fastagi.protocol import (
     set_variable,
     verbose,
 )
-from tests.asterisk_sim.fastagi import split_arguments
+from gatekeeper.simulator.fastagi import split_arguments
 from tests.asterisk_sim.traces import Conversation, Kind, conversation, load_trace
 
 FASTAGI_TRACES = ("fastagi-session.txt", "fastagi-hangup.txt", "fastagi-close.txt", "fastagi-pipelining.txt")
