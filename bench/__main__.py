@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import index
+from bench import fastagi, index
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller data sets (a smoke run, not for the README)")
-    parser.add_argument("parts", nargs="*", metavar="PART", help="index (default: all)")
+    parser.add_argument("parts", nargs="*", metavar="PART", help="index, fastagi (default: all)")
     args = parser.parse_args()
-    for part in args.parts or ["index"]:
-        if part == "index":
-            print(index.table(index.run(args.quick)))
+    parts = {"index": index, "fastagi": fastagi}
+    for part in args.parts or list(parts):
+        module = parts[part]
+        print(module.table(module.run(args.quick)))
     return 0
 
 

@@ -7,6 +7,7 @@ import logging
 
 from prometheus_client import CollectorRegistry
 
+from gatekeeper.ari.app import AriApplication
 from gatekeeper.config import Settings
 from gatekeeper.fastagi.server import FastAgiServer
 from gatekeeper.service import Service
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 def build(settings: Settings, *, registry: CollectorRegistry | None = None) -> Service:
     service = Service(settings, registry=registry)
     service.add(FastAgiServer(settings.fastagi, service.gate, service.metrics))
+    if settings.ari is not None:
+        service.add(AriApplication(settings.ari, service.gate, service.metrics))
     return service
 
 

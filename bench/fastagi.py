@@ -1,0 +1,174 @@
+"""Issue-3 benchmarks: FastAGI sessions per second and session latency, against the floor.
+
+The server runs in its own process (`bench/fastagi_server.py`, with uvloop when installed); a lean
+simulated Asterisk (`bench/agi_client.py`: the same bytes as the test simulator for the commands
+gatekeeper sends) runs here and measures each session from connect to close.
+Back to back at concurrency 1, 10 and 100, and with sporadic arrival (one call every 5–50 ms, as a
+dialler calls: caches go cold between calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import agi_client
+from bench.common import consent_rows, mobile, percentiles, save, us, write_csv
+from gatekeeper.config import load
+from gatekeeper.devservers import PrivateRedis, free_port
+from gatekeeper.index.loader import Loader
+from gatekeeper.index.store import ConsentIndex
+
+CONFIG = """
+[index]
+redis_url = "{url}"
+pepper = "bench-pepper-0123456789"
+[fastagi]
+listen = "127.0.0.1:{port}"
+max_sessions = 5000
+[http]
+listen = "127.0.0.1:{http}"
+[log]
+dsn = "sqlite:///{tmp}/decisions.db"
+[campaigns.acme-sales]
+tenant = "acme"
+caller_ids = ["+31201234567"]
+"""
+RECORDS = 100_000
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(400):
+        if proc.poll() is not None:
+            raise RuntimeError("the benchmark server exited")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.1):
+                return
+        except OSError:
+            time.sleep(0.025)
+    raise RuntimeError("the benchmark server did not start")
+
+
+class Server:
+    def __init__(self, mode: str, redis_url: str, tmp: Path) -> None:
+        self.port = free_port()
+        self.out = tmp / f"{mode}.json"
+        args = [sys.executable, "-m", "bench.fastagi_server", "--mode", mode, "--out", str(self.out)]
+        if mode == "gatekeeper":
+            config = tmp / "gk.toml"
+            config.write_text(CONFIG.format(url=redis_url, port=self.port, http=free_port(), tmp=tmp))
+            args += ["--config", str(config)]
+        else:
+            args += ["--port", str(self.port)]
+        self.proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+        wait_port(self.port, self.proc)
+
+    def stop(self) -> list[float]:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        return list(json.loads(self.out.read_text())["latencies"])
+
+
+async def back_to_back(port: int, concurrency: int, seconds: float) -> dict[str, Any]:
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    counter = iter(range(10**9))
+    failures = 0
+
+    async def worker() -> None:
+        nonlocal failures
+        while time.perf_counter() < deadline:
+            number = mobile(next(counter) % (RECORDS * 2))  # half have consent, half have none
+            t0 = time.perf_counter()
+            verdict = await agi_client.call(port, number)
+            samples.append(time.perf_counter() - t0)
+            if "GATEKEEPER_RESULT=" not in verdict:
+                failures += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {"sessions_per_second": len(samples) / elapsed, "latency": percentiles(samples), "failures": failures}
+
+
+async def sporadic(port: int, calls: int) -> dict[str, Any]:
+    rng = random.Random(5)
+    samples = []
+    for i in range(calls):
+        await asyncio.sleep(rng.uniform(0.005, 0.050))
+        number = mobile((i * 7919) % (RECORDS * 2))
+        t0 = time.perf_counter()
+        await agi_client.call(port, number)
+        samples.append(time.perf_counter() - t0)
+    return {"latency": percentiles(samples)}
+
+
+async def prepare(url: str, tmp: Path) -> None:
+    config = tmp / "load.toml"
+    config.write_text(CONFIG.format(url=url, port=0, http=0, tmp=tmp))
+    index = ConsentIndex.from_settings(load(config, env={}).index)
+    await Loader(index).load(write_csv(tmp / "c.csv", consent_rows(RECORDS)), region="NL", replace=True)
+    await index.close()
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    seconds = 1.5 if quick else 5.0
+    results: dict[str, Any] = {}
+    with PrivateRedis() as redis, tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        asyncio.run(prepare(redis.url, tmp))
+        for mode in ("floor", "gatekeeper"):
+            server = Server(mode, redis.url, tmp)
+            try:
+                mode_results: dict[str, Any] = {}
+                for concurrency in (1, 10, 100):
+                    mode_results[f"c{concurrency}"] = asyncio.run(back_to_back(server.port, concurrency, seconds))
+                mode_results["sporadic"] = asyncio.run(sporadic(server.port, 100 if quick else 300))
+            finally:
+                latencies = server.stop()
+            if mode == "gatekeeper":
+                mode_results["decision_time"] = percentiles(latencies)
+                # The decisions of the sporadic run are the last ones made.
+                mode_results["decision_time_sporadic"] = percentiles(latencies[-(100 if quick else 300) :])
+            results[mode] = mode_results
+    save("fastagi", results)
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    g, f = results["gatekeeper"], results["floor"]
+    rows = [
+        "| FastAGI (server in its own process) | gatekeeper | floor (bare responder) | ratio |",
+        "|---|---|---|---|",
+    ]
+    for c in ("c1", "c10", "c100"):
+        gl, fl = g[c]["latency"], f[c]["latency"]
+        rows.append(
+            f"| concurrency {c[1:]}: sessions/s | {g[c]['sessions_per_second']:,.0f} | "
+            f"{f[c]['sessions_per_second']:,.0f} | {g[c]['sessions_per_second'] / f[c]['sessions_per_second']:.2f} |"
+        )
+        rows.append(
+            f"| concurrency {c[1:]}: session p50 / p99 | {us(gl['p50'])} / {us(gl['p99'])} | "
+            f"{us(fl['p50'])} / {us(fl['p99'])} | {gl['p99'] / fl['p99']:.2f} |"
+        )
+    sl, fs = g["sporadic"]["latency"], f["sporadic"]["latency"]
+    rows.append(
+        f"| sporadic (a call every 5–50 ms): session p50 / p99 | {us(sl['p50'])} / {us(sl['p99'])} | "
+        f"{us(fs['p50'])} / {us(fs['p99'])} | {sl['p99'] / fs['p99']:.2f} |"
+    )
+    d, ds = g["decision_time"], g["decision_time_sporadic"]
+    rows.append(
+        f"| decision time (request parsed → verdict), all runs: p50 / p99 | {us(d['p50'])} / {us(d['p99'])} | | |"
+    )
+    rows.append(f"| decision time, sporadic arrival: p50 / p99 | {us(ds['p50'])} / {us(ds['p99'])} |||")
+    return "\n".join(rows)
