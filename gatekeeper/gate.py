@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from gatekeeper.config import Settings
 from gatekeeper.core.model import Call, Campaign, Decision, Number, NumberKind
 from gatekeeper.core.numbers import normalise
-from gatekeeper.core.policy import Pending, decide, screen
+from gatekeeper.core.policy import Pending, screen
 from gatekeeper.index.store import ConsentIndex, Lookup, is_unavailable
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,8 @@ class Gate:
     def number_for(self, request: CallRequest, campaign: Campaign | None) -> Number:
         return normalise(request.dialled, self.settings.region_for(campaign), self.settings.numbers)
 
-    async def check(self, request: CallRequest) -> GateDecision:
+    async def check(self, request: CallRequest, *, budget: float | None = None) -> GateDecision:
+        """Decide one call. `budget` bounds the index lookup (default: the gate's); after it, fail closed."""
         started = time.perf_counter()
         at = request.at or self.clock()
         campaign = self.settings.campaign(request.campaign)
@@ -142,7 +143,7 @@ class Gate:
         error: str | None = None
         if isinstance(screened, Pending):
             try:
-                async with asyncio.timeout(self.budget):
+                async with asyncio.timeout(self.budget if budget is None else budget):
                     lookup = await self.index.lookup(screened.tenant, screened.e164)
             except Exception as exc:
                 if not is_unavailable(exc):
@@ -152,16 +153,6 @@ class Gate:
         else:
             decision = screened
         return self._finish(request, campaign, number, at, decision, lookup, error, started)
-
-    def fail_closed(self, request: CallRequest, error: str) -> GateDecision:
-        """The decision without the index (its budget ran out): what rules 1–5 decide, else a block."""
-        started = time.perf_counter()
-        at = request.at or self.clock()
-        campaign = self.settings.campaign(request.campaign)
-        number = self.number_for(request, campaign)
-        call = Call(number, at, request.caller_id, request.presentation, request.callback_requested)
-        decision = decide(call, campaign, None, request.campaign)
-        return self._finish(request, campaign, number, at, decision, None, error, started)
 
     def _finish(
         self,

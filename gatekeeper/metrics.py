@@ -101,6 +101,8 @@ class Metrics:
         )
         self.build = Info("gatekeeper_build", "Version of the running gatekeeper.", registry=r)
         self.build.info({"version": __version__})
+        self._decision_children: dict[tuple[Verdict, Reason, str], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
         self._preinitialise(settings)
 
     def _preinitialise(self, settings: Settings) -> None:
@@ -124,14 +126,21 @@ class Metrics:
         return campaign if campaign in self.campaigns else UNKNOWN_CAMPAIGN
 
     def observe(self, result: GateDecision) -> None:
-        """A gate listener: count the decision and its latency."""
+        """A gate listener: count the decision and its latency (children cached: this runs on every call)."""
         d = result.decision
         campaign = self.campaign_label(result.request.campaign)
-        self.decisions.labels(d.verdict.value, d.reason.value, campaign).inc()
+        key = (d.verdict, d.reason, campaign)
+        counter = self._decision_children.get(key)
+        if counter is None:
+            counter = self._decision_children[key] = self.decisions.labels(d.verdict.value, d.reason.value, campaign)
+        counter.inc()
         if d.would_block:
             self.would_block.labels(d.reason.value, campaign).inc()
-        source = result.request.source if result.request.source in SOURCES else "cli"
-        self.duration.labels(source).observe(result.latency)
+        source = result.request.source
+        histogram = self._duration_children.get(source)
+        if histogram is None:
+            histogram = self._duration_children[source] = self.duration.labels(source if source in SOURCES else "cli")
+        histogram.observe(result.latency)
         if d.reason is Reason.INDEX_UNAVAILABLE:
             self.fail_closed.labels(campaign).inc()
             self.index_errors.labels(index_error_kind(result.index_error)).inc()

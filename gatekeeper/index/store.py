@@ -7,8 +7,9 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -38,6 +39,14 @@ class Lookup:
     key: NumberKey
     facts: Facts
     generation: int | None  # None: the tenant has no data loaded
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    key: NumberKey
+    created: bool  # the number had no record for the tenant before
+    added: int  # entries that were new
+    suppressed: bool  # the number is suppressed: nothing was stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +304,86 @@ class ConsentIndex:
         raise IndexUnavailable(f"the generation of tenant {tenant!r} kept changing during the scrub")
 
     # -- single writes (write-through) ---------------------------------------------------------------
+
+    async def upsert(self, tenant: str, e164: str, entries: Sequence[bytes]) -> UpsertResult:
+        """Add facts (consents, relationships, objections as codec entries) for one number of a tenant.
+
+        Written into the tenant's current generation and, while a snapshot import is being built, into
+        that one too, so the change survives the import's switch. A tenant without data gets its first
+        generation. Facts for a suppressed (erased) number are not stored.
+        """
+        key = self.keys.number_key(e164)
+        blob = b"".join(entries)
+        pointer = self.keys.pointer(key.tag)
+        for _ in range(MAX_STALE_RETRIES):
+            current, build = (
+                Generation.decode(v) for v in await self.client.hmget(pointer, [tenant, tenant + BUILD_SUFFIX])
+            )
+            if current is None:
+                await self.ensure_tenant(tenant)
+                continue
+            targets = [(tenant, current)] + ([(tenant + BUILD_SUFFIX, build)] if build is not None else [])
+
+            def fill(pipe: Pipeline, targets: list[tuple[str, Generation]] = targets) -> None:
+                for field, gen in targets:
+                    sub = key.sub(gen.sub_bits)
+                    keys = [
+                        pointer,
+                        self.keys.data(key.tag, tenant, gen, sub),
+                        self.keys.spill(key.tag, tenant, gen, sub),
+                        self.keys.suppressions(key.tag),
+                    ]
+                    MERGE.queue(pipe, keys, [field, gen.encode(), DEFAULT_VALUE_LIMIT, key.field, blob])
+
+            try:
+                replies = await run_pipeline(self.client, fill)
+            except ResponseError as exc:
+                if "STALE" in str(exc):
+                    continue
+                raise
+            created, added, skipped = (int(x) for x in replies[0])
+            if created:
+                await self._count_records(tenant, created)
+            return UpsertResult(key, created=bool(created), added=added, suppressed=bool(skipped))
+        raise IndexUnavailable(f"the generation of tenant {tenant!r} kept changing during the update")
+
+    async def ensure_tenant(self, tenant: str) -> Generation:
+        """The tenant's current generation, creating an empty first one (under the import lock) if none."""
+        for _ in range(100):
+            existing = Generation.decode(await self.client.hget(self.keys.pointer(ALL_TAGS[0]), tenant))
+            if existing is not None:
+                return existing
+            token = secrets.token_hex(8)
+            if await self.client.set(self.keys.lock(tenant), token, nx=True, ex=30):
+                try:
+                    return await self._create_first_generation(tenant)
+                finally:
+                    if await self.client.get(self.keys.lock(tenant)) == token.encode():
+                        await self.client.delete(self.keys.lock(tenant))
+            await asyncio.sleep(0.05)  # an import or another writer holds the lock: it creates the generation
+        raise IndexUnavailable(f"tenant {tenant!r} is locked by an import; try again")
+
+    async def _create_first_generation(self, tenant: str) -> Generation:
+        existing = Generation.decode(await self.client.hget(self.keys.pointer(ALL_TAGS[0]), tenant))
+        if existing is not None:
+            return existing
+        gen = Generation(int(await self.client.incr(self.keys.genseq)), 0)
+
+        def fill(pipe: Pipeline) -> None:
+            for tag in ALL_TAGS:
+                pipe.hset(self.keys.pointer(tag), tenant, gen.encode())
+
+        await run_pipeline(self.client, fill)
+        info = TenantInfo(tenant, gen.number, gen.sub_bits, 0, dt.datetime.now(dt.UTC).isoformat(), "first write")
+        await self.client.hset(self.keys.tenants, tenant, info.to_json())
+        self._generations[tenant] = gen
+        return gen
+
+    async def _count_records(self, tenant: str, created: int) -> None:
+        raw = await self.client.hget(self.keys.tenants, tenant)
+        if raw:
+            info = TenantInfo.from_json(tenant, raw)
+            await self.client.hset(self.keys.tenants, tenant, replace(info, records=info.records + created).to_json())
 
     async def object(self, tenant: str, e164: str, at: dt.datetime, reference: str = "") -> NumberKey:
         """Register an objection; it blocks the very next lookup and survives snapshot imports."""

@@ -298,3 +298,35 @@ async def test_a_dead_redis_raises_a_clear_unavailable_error() -> None:
 def test_entry_codec_is_small() -> None:
     entry = codec.entry(codec.Kind.CONSENT, dt.date(2025, 1, 1), None, "webform/2025/000123")
     assert len(entry) == 10 + 19
+
+
+async def test_upsert_writes_through_and_survives_a_snapshot_in_progress(index: ConsentIndex, tmp_path: Path) -> None:
+    consent = codec.entry(codec.Kind.CONSENT, dt.date(2025, 1, 1), None, "api-1")
+    first = await index.upsert("fresh", "+31612345600", [consent])  # a tenant without data: first generation
+    assert first.created and first.added == 1 and not first.suppressed
+    assert (await index.lookup("fresh", "+31612345600")).facts.consents[0].reference == "api-1"
+    assert (await index.upsert("fresh", "+31612345600", [consent])).added == 0  # idempotent
+    assert (await index.tenants())["fresh"].records == 1
+    # A snapshot import being built: the upsert lands in both generations, so the switch keeps it.
+    loader = Loader(index, batch_rows=1)
+    original = loader._send
+    gate_open = asyncio.Event()
+    proceed = asyncio.Event()
+
+    async def paused(*args: Any) -> None:
+        gate_open.set()
+        await proceed.wait()
+        await original(*args)
+
+    loader._send = paused  # type: ignore[method-assign,assignment]
+    path = write_csv(tmp_path / "s.csv", ["fresh,0612345601,consent,2025-01-01,,snap"])
+    task = asyncio.create_task(loader.load(path, region="NL", replace=True, now=NOW))
+    await asyncio.wait_for(gate_open.wait(), 5)
+    await index.upsert("fresh", "+31612345602", [codec.entry(codec.Kind.CONSENT, dt.date(2025, 2, 2), None, "during")])
+    proceed.set()
+    await asyncio.wait_for(task, 10)
+    assert (await index.lookup("fresh", "+31612345602")).facts.consents[0].reference == "during"
+    assert (await index.lookup("fresh", "+31612345601")).facts.consents[0].reference == "snap"
+    assert not (await index.lookup("fresh", "+31612345600")).facts  # not in the snapshot: replaced
+    await index.erase("+31612345603", NOW)
+    assert (await index.upsert("fresh", "+31612345603", [consent])).suppressed
