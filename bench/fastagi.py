@@ -121,6 +121,28 @@ async def prepare(url: str, tmp: Path) -> None:
     await index.close()
 
 
+def agi_script(config: Path, calls: int) -> dict[str, Any]:
+    """The classic AGI script: one process per call, from start to exit, as Asterisk runs it."""
+    script = Path(sys.executable).with_name("gatekeeper-agi")
+    env = {**os.environ, "GATEKEEPER_CONFIG": str(config)}
+    samples, cpu = [], []
+    for i in range(calls):
+        before = os.times()
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [str(script), "campaign=acme-sales"],
+            input=agi_client.environment(mobile(i)) + b"200 result=0\n",
+            capture_output=True,
+            env=env,
+            check=True,
+        )
+        samples.append(time.perf_counter() - t0)
+        after = os.times()
+        cpu.append((after.children_user - before.children_user) + (after.children_system - before.children_system))
+        assert done.stdout.startswith(b"EXEC MSet"), done.stdout
+    return {"wall": percentiles(samples), "cpu": percentiles(cpu)}
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     seconds = 1.5 if quick else 5.0
     results: dict[str, Any] = {}
@@ -141,6 +163,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 # The decisions of the sporadic run are the last ones made.
                 mode_results["decision_time_sporadic"] = percentiles(latencies[-(100 if quick else 300) :])
             results[mode] = mode_results
+        load_config = tmp / "load.toml"
+        results["agi_script"] = agi_script(load_config, 5 if quick else 20)
     save("fastagi", results)
     return results
 
@@ -171,4 +195,9 @@ def table(results: dict[str, Any]) -> str:
         f"| decision time (request parsed → verdict), all runs: p50 / p99 | {us(d['p50'])} / {us(d['p99'])} | | |"
     )
     rows.append(f"| decision time, sporadic arrival: p50 / p99 | {us(ds['p50'])} / {us(ds['p99'])} |||")
+    a = results["agi_script"]
+    rows.append(
+        f"| classic AGI script `gatekeeper-agi`: per call wall / CPU (p50) | {a['wall']['p50'] * 1000:,.0f} ms / "
+        f"{a['cpu']['p50'] * 1000:,.0f} ms |||"
+    )
     return "\n".join(rows)

@@ -34,19 +34,21 @@ def redis_reachable(url: str, timeout: float = 0.5) -> bool:
 class PrivateRedis:
     """A throw-away redis-server on 127.0.0.1 and a free port, keeping nothing on disk."""
 
-    def __init__(self, *, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, *, port: int | None = None, extra: tuple[str, ...] = (), password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
         self.binary = binary
         self.port = port or free_port()
-        self.extra = extra
+        self.password = password
+        self.extra = (*extra, "--requirepass", password) if password else extra
         self.dir: tempfile.TemporaryDirectory[str] | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> PrivateRedis:
         self.dir = tempfile.TemporaryDirectory(prefix="gatekeeper-redis-")

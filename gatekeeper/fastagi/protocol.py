@@ -355,7 +355,9 @@ class EnvironmentParser:
     def feed_line(self, line: bytes) -> AgiEnvironment | None:
         if self._environment is not None:
             raise RuntimeError("the environment block is already complete")
-        body = _strip_line_end(line)
+        body = line[:-1] if line[-1:] == b"\n" else line
+        if body[-1:] == b"\r":
+            body = body[:-1]
         if len(body) > self._max_line_bytes:
             raise LineTooLong(f"environment line longer than {self._max_line_bytes} bytes")
         if not body:
@@ -367,7 +369,7 @@ class EnvironmentParser:
         if b"\n" in body:
             raise MalformedEnvironment(f"environment line {self._lines} holds more than one line")
         key, separator, value = body.decode(_ENCODING, _DECODE_ERRORS).partition(": ")
-        if not separator or not _ENV_KEY.fullmatch(key):
+        if not separator or (key not in _KNOWN_KEYS and not _ENV_KEY.fullmatch(key)):
             raise MalformedEnvironment(f"environment line {self._lines} is not 'key: value'")
         if key in self._values:
             raise MalformedEnvironment(f"environment line {self._lines} repeats a key")
@@ -389,9 +391,11 @@ def _build_environment(values: Mapping[str, str]) -> AgiEnvironment:
     numbered: dict[int, str] = {}
     extra: dict[str, str] = {}
     for key, value in values.items():
-        if (arg := _ARG_KEY.fullmatch(key)) is not None:
+        if key in _KNOWN_KEYS:
+            continue
+        if key.startswith("agi_arg_") and (arg := _ARG_KEY.fullmatch(key)) is not None:
             numbered[int(arg.group(1))] = value
-        elif key not in _KNOWN_KEYS:
+        else:
             extra[key] = value
     if sorted(numbered) != list(range(1, len(numbered) + 1)):
         raise MalformedEnvironment("agi_arg_N lines are not numbered 1..n")

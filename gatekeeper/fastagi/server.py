@@ -70,24 +70,45 @@ class Session:
         self.reader = reader
         self.writer = writer
         self.replies = ReplyParser(max_line_bytes=self.settings.max_line_bytes)
+        self.pending = b""  # bytes read but not yet consumed
         self.hung_up = False
         self.deadline: asyncio.Timeout
 
+    async def _more(self) -> None:
+        """Read what has arrived (at least one byte) into the session's buffer."""
+        if len(self.pending) > self.server.buffer_limit:
+            raise protocol.LineTooLong(f"more than {self.server.buffer_limit} bytes without a complete line")
+        data = await self.reader.read(self.server.buffer_limit)
+        if not data:
+            raise SessionClosed
+        self.pending += data
+
     async def _line(self) -> bytes:
-        try:
-            line = await self.reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            raise SessionClosed from exc
-        except asyncio.LimitOverrunError as exc:
-            raise protocol.LineTooLong(f"a line longer than {self.settings.max_line_bytes} bytes") from exc
+        while (end := self.pending.find(b"\n")) < 0:
+            if len(self.pending) > self.settings.max_line_bytes:
+                raise protocol.LineTooLong(f"a line longer than {self.settings.max_line_bytes} bytes")
+            await self._more()
+        line, self.pending = self.pending[: end + 1], self.pending[end + 1 :]
         return line
 
     async def read_environment(self) -> AgiEnvironment:
+        """Parse the block as it arrives (usually in one read); bytes after its empty line stay buffered."""
         parser = EnvironmentParser(max_line_bytes=self.settings.max_line_bytes, max_lines=self.settings.max_env_lines)
         while True:
-            env = parser.feed_line(await self._line())
-            if env is not None:
-                return env
+            end = self.pending.rfind(b"\n")
+            if end < 0:
+                if len(self.pending) > self.settings.max_line_bytes:
+                    raise protocol.LineTooLong(f"a line longer than {self.settings.max_line_bytes} bytes")
+                await self._more()
+                continue
+            lines = self.pending[:end].split(b"\n")
+            self.pending = self.pending[end + 1 :]
+            for i, line in enumerate(lines):
+                env = parser.feed_line(line)
+                if env is not None:
+                    if i + 1 < len(lines):  # e.g. an early HANGUP line: it belongs to the reply phase
+                        self.pending = b"\n".join(lines[i + 1 :]) + b"\n" + self.pending
+                    return env
 
     async def command(self, line: bytes) -> Reply:
         """Send one command and wait for its reply (HANGUP lines on the way are noted, not replies)."""
@@ -145,6 +166,11 @@ class FastAgiServer:
             metrics.fastagi_sessions.labels(outcome)
 
     @property
+    def buffer_limit(self) -> int:
+        """The most a session buffers: the environment block's lines at their longest."""
+        return min(self.settings.max_line_bytes * self.settings.max_env_lines, 1 << 16)
+
+    @property
     def port(self) -> int:
         assert self._server is not None, "not started"
         return int(self._server.sockets[0].getsockname()[1])
@@ -159,7 +185,7 @@ class FastAgiServer:
             self._accept,
             listen.host,
             listen.port,
-            limit=self.settings.max_line_bytes,
+            limit=self.buffer_limit,
             reuse_address=True,
             backlog=min(4096, self.settings.max_sessions),
         )

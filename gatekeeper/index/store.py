@@ -14,13 +14,13 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.retry import Retry
 
 from gatekeeper.config import IndexSettings
 from gatekeeper.core.model import Facts
 from gatekeeper.index import codec, scripts
+from gatekeeper.index.connect import connect as connect  # noqa: PLC0414 (re-exported: callers import it from here)
+from gatekeeper.index.fastpath import Endpoint, FastPath
 from gatekeeper.index.keys import ALL_TAGS, BUILD_SUFFIX, Generation, Keyspace, NumberKey
 
 DEFAULT_VALUE_LIMIT = 64  # Redis' default hash-max-listpack-value
@@ -100,7 +100,9 @@ class Script:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
     def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[bytes | str | int]) -> None:
-        pipe.evalsha(self.sha, len(keys), *keys, *args)
+        # As a raw command: redis-py's cluster pipeline refuses its `evalsha` method, though it routes a raw
+        # EVALSHA by its keys (all of one hash tag) like any keyed command.
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 LOOKUP = Script(scripts.LOOKUP)
@@ -112,26 +114,6 @@ LOOKUP_BULK = Script(scripts.LOOKUP_BULK)
 ALL_SCRIPTS = (LOOKUP, MERGE, APPEND, SWITCH, ERASE, LOOKUP_BULK)
 MAX_IN_FLIGHT = 8  # lookups sent on their own before waiting ones are batched into pipelines
 BULK_NUMBERS = 100  # numbers per LOOKUP_BULK call: keeps each script run well under a millisecond
-
-
-def connect(settings: IndexSettings, *, retries: int = 0) -> Client:
-    """A Redis client for the index. No retries by default: the gate's time budget decides instead.
-
-    The pool is bounded: a burst of calls shares `max_connections` connections (each lookup holds one
-    for a single round trip) instead of opening a connection per call, which costs more than the lookup.
-    """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.max_connections,
-        timeout=None,  # wait for a free connection; the gate's budget bounds the wait
-        decode_responses=False,
-        socket_connect_timeout=max(settings.timeout * 20, 1.0),
-        socket_timeout=max(settings.timeout * 20, 1.0),
-        retry=Retry(NoBackoff(), retries),
-        health_check_interval=0,
-        client_name="gatekeeper",
-    )
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
 async def run_pipeline(client: Client, fill: Callable[[Pipeline], None]) -> list[Any]:
@@ -152,9 +134,10 @@ async def run_pipeline(client: Client, fill: Callable[[Pipeline], None]) -> list
 class ConsentIndex:
     """Reads and single writes. Bulk loading lives in `gatekeeper.index.loader`."""
 
-    def __init__(self, client: Client, keyspace: Keyspace) -> None:
+    def __init__(self, client: Client, keyspace: Keyspace, fast: FastPath | None = None) -> None:
         self.client = client
         self.keys = keyspace
+        self.fast = fast  # lookups over one pipelined hiredis connection (standalone Redis)
         self._generations: dict[str, Generation | None] = {}
         self._in_flight = 0
         self._waiting: list[tuple[list[str], list[bytes | str], asyncio.Future[Any]]] = []
@@ -162,9 +145,13 @@ class ConsentIndex:
 
     @classmethod
     def from_settings(cls, settings: IndexSettings) -> ConsentIndex:
-        return cls(connect(settings), Keyspace(settings.prefix, settings.pepper))
+        endpoint = Endpoint.from_url(settings.redis_url)
+        fast = FastPath(endpoint, connect_timeout=max(settings.timeout * 20, 1.0)) if endpoint else None
+        return cls(connect(settings), Keyspace(settings.prefix, settings.pepper), fast)
 
     async def close(self) -> None:
+        if self.fast is not None:
+            await self.fast.close()
         await self.client.aclose()
 
     async def ping(self) -> bool:
@@ -223,7 +210,16 @@ class ConsentIndex:
         At a normal call rate every lookup is a single EVALSHA. In a burst (a dialler starting hundreds of
         calls at once) the lookups that queue up behind the ones in flight go together in one pipeline,
         instead of each waiting for a pooled connection and a round trip of its own.
+
+        On a standalone Redis the fast path carries every lookup instead: one connection, requests written
+        as they come and answered in order, which is the same sharing without redis-py's per-call work.
         """
+        if self.fast is not None:
+            try:
+                return await self.fast.call("EVALSHA", LOOKUP.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                await self.client.script_load(LOOKUP.source)
+                return await self.fast.call("EVALSHA", LOOKUP.sha, len(keys), *keys, *args)
         if self._in_flight < MAX_IN_FLIGHT:
             self._in_flight += 1
             try:
