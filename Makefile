@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench system-deps clean
+.PHONY: run test lint typecheck unit integration bench system-deps test-deps clean
 
 $(STAMP): pyproject.toml
 	@if ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
@@ -16,8 +16,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# What `make run` needs, and what the tests need on top (real services, a real browser).
+RUN_DEPS := redis-server
+TEST_DEPS := redis-server postgresql prometheus chromium
+
 system-deps:
-	@scripts/system-deps.sh redis-server
+	@scripts/system-deps.sh $(RUN_DEPS)
+
+test-deps:
+	@scripts/system-deps.sh $(TEST_DEPS)
 
 run: $(STAMP) system-deps
 	$(BIN)/gatekeeper demo
@@ -32,10 +39,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP) system-deps
+integration: $(STAMP) test-deps
 	$(BIN)/pytest -q tests/integration
 
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) test-deps lint typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP) system-deps

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Install the Debian packages gatekeeper's demo and tests need, when their commands are missing.
+# Install the Debian packages gatekeeper's demo and tests need, when what they provide is missing.
 # Usage: scripts/system-deps.sh PACKAGE...   (package names as in Debian 12)
+# Packaged services that start on install (redis-server, postgresql, prometheus) are left alone: the demo
+# and the tests start private instances on free loopback ports and never use or stop shared ones.
 set -euo pipefail
-declare -A provides=(
-  [redis-server]=redis-server
-  [python3-venv]=""
-)
+
+present() {
+  case "$1" in
+    redis-server) command -v redis-server >/dev/null && command -v redis-cli >/dev/null ;;
+    python3-venv) dpkg -s python3-venv >/dev/null 2>&1 ;;
+    postgresql) compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null ;;
+    prometheus) command -v prometheus >/dev/null && command -v promtool >/dev/null ;;
+    chromium) command -v chromium >/dev/null ;;
+    *) command -v "$1" >/dev/null ;;
+  esac
+}
+
 missing=()
 for pkg in "$@"; do
-  cmd=${provides[$pkg]-$pkg}
-  if [ -n "$cmd" ] && command -v "$cmd" >/dev/null 2>&1; then continue; fi
-  if [ -z "$cmd" ] && dpkg -s "$pkg" >/dev/null 2>&1; then continue; fi
-  missing+=("$pkg")
+  present "$pkg" || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${missing[*]}"
@@ -19,4 +26,3 @@ if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-# Debian starts a packaged redis-server as a service; the tests and the demo use private instances.
