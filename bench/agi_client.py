@@ -6,35 +6,24 @@ from __future__ import annotations
 
 import asyncio
 
-ENV_LINES = (
-    "agi_network: yes",
-    "agi_network_script: check?campaign=acme-sales",
-    "agi_request: agi://127.0.0.1:4573/check?campaign=acme-sales",
-    "agi_channel: Local/{number}@outbound-00000022;2",
-    "agi_language: en",
-    "agi_type: Local",
-    "agi_uniqueid: 1795860072.69",
-    "agi_version: 23.4.1",
-    "agi_callerid: +31201234567",
-    "agi_calleridname: Acme Sales",
-    "agi_callingpres: 0",
-    "agi_callingani2: 0",
-    "agi_callington: 0",
-    "agi_callingtns: 0",
-    "agi_dnid: unknown",
-    "agi_rdnis: unknown",
-    "agi_context: outbound",
-    "agi_extension: {number}",
-    "agi_priority: 1",
-    "agi_enhanced: 0.0",
-    "agi_accountcode: ",
-    "agi_threadid: 140677382702784",
+from gatekeeper.simulator.fastagi import SimChannel, environment_block
+
+_MARK = "0600000000"
+# The environment block exactly as the test simulator (and Asterisk) sends it, with the number swapped in.
+_TEMPLATE = environment_block(
+    SimChannel(
+        url="agi://127.0.0.1:4573/check?campaign=acme-sales",
+        channel=f"Local/{_MARK}@outbound-00000022;2",
+        extension=_MARK,
+        callerid_num="+31201234567",
+        callerid_name="Acme Sales",
+        callingpres=0,
+    )
 )
-TEMPLATE = "\n".join(ENV_LINES) + "\n\n"
 
 
 def environment(number: str) -> bytes:
-    return TEMPLATE.format(number=number).encode()
+    return _TEMPLATE.replace(_MARK.encode(), number.encode())
 
 
 async def call(port: int, number: str) -> str:

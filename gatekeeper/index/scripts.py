@@ -19,12 +19,40 @@ end
 return {1, cur, s, o, d}
 """
 
+# Shared by MERGE and APPEND: `old` (a record, version byte first) with the entries of `new` (a bare run
+# of entries) that it does not hold yet. Returns the merged record (nil when nothing is new) and the count.
+_MERGED = r"""
+local function merged(old, new)
+  local seen, out, pos, added = {}, {old}, 2, 0
+  while pos <= #old do
+    local n = string.byte(old, pos)
+    seen[string.sub(old, pos, pos + n)] = true
+    pos = pos + n + 1
+  end
+  pos = 1
+  while pos <= #new do
+    local n = string.byte(new, pos)
+    local e = string.sub(new, pos, pos + n)
+    if not seen[e] then
+      seen[e] = true
+      out[#out + 1] = e
+      added = added + 1
+    end
+    pos = pos + n + 1
+  end
+  if added == 0 then return nil, 0 end
+  return table.concat(out), added
+end
+"""
+
 # Merge fact entries into records of one tenant generation (import and single upserts).
 # KEYS: pointer, data, spill, suppressions
 # ARGV: pointer field ("T" or "T#b"), expected "G:bits", compact value limit, then field, entries pairs
 # An entry already present is not added twice; a record longer than the limit moves to the spill hash;
 # facts for a suppressed number are not stored. Reply: {new records, added entries, skipped}.
-MERGE = r"""
+MERGE = (
+    _MERGED
+    + r"""
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if (cur or '') ~= ARGV[2] then return redis.error_reply('STALE generation ' .. tostring(cur)) end
 local limit = tonumber(ARGV[3])
@@ -44,25 +72,9 @@ for i = 4, #ARGV, 2 do
       old = '\1'
       created = created + 1
     end
-    local seen, out, pos = {}, {old}, 2
-    while pos <= #old do
-      local n = string.byte(old, pos)
-      seen[string.sub(old, pos, pos + n)] = true
-      pos = pos + n + 1
-    end
-    pos = 1
-    while pos <= #new do
-      local n = string.byte(new, pos)
-      local e = string.sub(new, pos, pos + n)
-      if not seen[e] then
-        seen[e] = true
-        out[#out + 1] = e
-        added = added + 1
-      end
-      pos = pos + n + 1
-    end
-    if #out > 1 then
-      local value = table.concat(out)
+    local value, n = merged(old, new)
+    added = added + n
+    if value then
       if #value > limit then
         redis.call('HSET', KEYS[3], f, value)
         redis.call('HSET', KEYS[2], f, '\0')
@@ -75,35 +87,23 @@ for i = 4, #ARGV, 2 do
 end
 return {created, added, skipped}
 """
+)
 
 # Append entries to records of a plain hash (objections registered one by one, suppressions).
 # KEYS: hash; ARGV: field, entries pairs. Reply: added entries.
-APPEND = r"""
+APPEND = (
+    _MERGED
+    + r"""
 local added = 0
 for i = 1, #ARGV, 2 do
-  local f, new = ARGV[i], ARGV[i + 1]
-  local old = redis.call('HGET', KEYS[1], f) or '\1'
-  local seen, out, pos = {}, {old}, 2
-  while pos <= #old do
-    local n = string.byte(old, pos)
-    seen[string.sub(old, pos, pos + n)] = true
-    pos = pos + n + 1
-  end
-  pos = 1
-  while pos <= #new do
-    local n = string.byte(new, pos)
-    local e = string.sub(new, pos, pos + n)
-    if not seen[e] then
-      seen[e] = true
-      out[#out + 1] = e
-      added = added + 1
-    end
-    pos = pos + n + 1
-  end
-  if #out > 1 then redis.call('HSET', KEYS[1], f, table.concat(out)) end
+  local f = ARGV[i]
+  local value, n = merged(redis.call('HGET', KEYS[1], f) or '\1', ARGV[i + 1])
+  if value then redis.call('HSET', KEYS[1], f, value) end
+  added = added + n
 end
 return added
 """
+)
 
 # Switch one tag of a tenant to a new generation and drop the old generation's keys in that tag.
 # KEYS: pointer, then the old generation's keys; ARGV: tenant, new "G:bits", build field
