@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 # What `make run` needs, and what the tests need on top (real services, a real browser).
 RUN_DEPS := redis-server
-TEST_DEPS := redis-server postgresql prometheus chromium
+TEST_DEPS := redis-server postgresql prometheus chromium systemd
 
 system-deps:
 	@scripts/system-deps.sh $(RUN_DEPS)

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from gatekeeper import __version__
+from gatekeeper import __version__, logs
 from gatekeeper.config import ConfigError, Settings, load
 from gatekeeper.core.model import Decision, NumberKind, Verdict
 from gatekeeper.core.numbers import normalise
@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="TOML configuration (default: $GATEKEEPER_CONFIG, ./gatekeeper.toml)"
     )
     p.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
+    logs.add_arguments(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     imp = sub.add_parser("import", help="load consent, customer, objection and suppression records")
@@ -332,13 +333,13 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="gatekeeper: %(levelname)s: %(message)s")
+    level = args.log_level if args.command == "serve" else "warning"
+    logs.configure(args.log_format or logs.default_format(), level)
     try:
         if args.command == "demo":
             return asyncio.run(run_demo(args.redis_url, keep_serving=not args.once, workdir=Path(args.workdir)))
         settings = load(args.config)
         if args.command == "serve":
-            logging.getLogger().setLevel(args.log_level.upper())
             return serve(settings)
         return asyncio.run(COMMANDS[args.command](settings, args))
     except (ConfigError, UsageError, ImportFileError, ImportRefused) as exc:

@@ -31,6 +31,7 @@ ENV_REDIS_URL = "GATEKEEPER_REDIS_URL"
 ENV_PEPPER = "GATEKEEPER_PEPPER"
 ENV_ARI_PASSWORD = "GATEKEEPER_ARI_PASSWORD"  # noqa: S105
 ENV_LOG_DSN = "GATEKEEPER_LOG_DSN"
+ENV_PEPPER_FILE = "GATEKEEPER_PEPPER_FILE"
 DEFAULT_LOCATIONS = (Path("gatekeeper.toml"), Path("/etc/gatekeeper/gatekeeper.toml"))
 MIN_PEPPER_LENGTH = 16
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -45,13 +46,16 @@ class ConfigError(Exception):
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`."""
+    """The URL with any password (in the user part or a `…password=` query parameter) replaced by `***`."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
+    if parts.query:
+        query = re.sub(r"((?:^|&)[^=&]*password[^=&]*=)[^&]*", r"\1***", parts.query, flags=re.IGNORECASE)
+        parts = parts._replace(query=query)
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        parts = parts._replace(netloc=user + netloc)
+    return urlunsplit(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,11 +235,16 @@ class Table:
 def _parse_index(t: Table, env: Mapping[str, str]) -> IndexSettings:
     configured_url = t.string("redis_url", "redis://127.0.0.1:6379/0")
     url = env.get(ENV_REDIS_URL) or configured_url
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
-        raise t.error("redis_url", f"unsupported scheme in {redact_url(url)!r} (redis://, rediss://, unix://)")
+    from gatekeeper.index.connect import parse_redis_url  # noqa: PLC0415 - the index imports this module
+
+    try:
+        parse_redis_url(url)
+    except ConfigError as exc:
+        raise t.error("redis_url", str(exc)) from None
     configured_pepper = t.string("pepper", "")
     pepper_text = env.get(ENV_PEPPER) or configured_pepper
-    pepper_file = t.string("pepper_file", "")
+    configured_file = t.string("pepper_file", "")
+    pepper_file = env.get(ENV_PEPPER_FILE) or configured_file
     if not pepper_text and pepper_file:
         try:
             pepper_text = Path(pepper_file).read_text().strip()

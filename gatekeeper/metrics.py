@@ -7,6 +7,9 @@ combination is created up front so the series exist before the first call.
 
 from __future__ import annotations
 
+import logging
+import math
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from gatekeeper import __version__
@@ -21,6 +24,13 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 INDEX_ERROR_KINDS = ("timeout", "connection", "response", "other")
 SOURCES = ("fastagi", "ari", "agi", "api", "cli")
+# The `outcome` label of gatekeeper_fastagi_sessions_total (gatekeeper.fastagi.server.Outcome; a unit test
+# keeps the two equal: this module cannot import the server, which imports it).
+FASTAGI_OUTCOMES = ("decided", "denied", "overload", "protocol-error", "timeout", "closed", "error")
+# The `logger` label of gatekeeper_log_messages_total: the part of gatekeeper that logged (the second
+# component of the logger name), `other` for everything else (aiohttp, asyncio, redis).
+LOG_SOURCES = ("agi", "ari", "cli", "fastagi", "gate", "index", "log", "serve", "service", "web", "other")
+LOG_LEVELS = ("warning", "error")
 
 
 def index_error_kind(error: str | None) -> str:
@@ -34,6 +44,17 @@ def index_error_kind(error: str | None) -> str:
     if "Response" in error or "NoScript" in error or error == "IndexUnavailable":
         return "response"
     return "other"
+
+
+def log_source(logger: str) -> str:
+    """Map a logger name onto the bounded `logger` label (`gatekeeper.fastagi.server` -> `fastagi`)."""
+    if logger == "gatekeeper":
+        return "cli"  # the command line logs as the package itself
+    head, _, rest = logger.partition(".")
+    if head != "gatekeeper":
+        return "other"
+    part = rest.partition(".")[0]
+    return part if part in LOG_SOURCES else "other"
 
 
 class Metrics:
@@ -82,6 +103,16 @@ class Metrics:
         self.ari_connected = Gauge(
             "gatekeeper_ari_connected", "1 while the ARI websocket is connected, else 0.", registry=r
         )
+        self.ari_configured = Gauge(
+            "gatekeeper_ari_configured",
+            "1 when this instance is configured to run the ARI application (so ari_connected 0 is a fault).",
+            registry=r,
+        )
+        self.index_up = Gauge(
+            "gatekeeper_index_up",
+            "1 when the consent index answered the last lookup or probe, 0 when it did not (NaN: not asked yet).",
+            registry=r,
+        )
         self.index_generation = Gauge(
             "gatekeeper_index_generation", "The index generation in use, per tenant.", ["tenant"], registry=r
         )
@@ -97,6 +128,12 @@ class Metrics:
         self.shipper_lag = Gauge(
             "gatekeeper_shipper_lag_seconds",
             "Age of the oldest decision record not yet shipped to the SQL log.",
+            registry=r,
+        )
+        self.log_messages = Counter(
+            "gatekeeper_log_messages",
+            "Log records at warning level and above, by level and by the part of gatekeeper that logged them.",
+            ["level", "logger"],
             registry=r,
         )
         self.build = Info("gatekeeper_build", "Version of the running gatekeeper.", registry=r)
@@ -116,8 +153,15 @@ class Metrics:
             self.index_errors.labels(kind)
         for source in SOURCES:
             self.duration.labels(source)
+        for outcome in FASTAGI_OUTCOMES:
+            self.fastagi_sessions.labels(outcome)
+        for level in LOG_LEVELS:
+            for source in LOG_SOURCES:
+                self.log_messages.labels(level, source)
         self.fastagi_open.set(0)
         self.ari_connected.set(0)
+        self.ari_configured.set(1 if settings.ari is not None else 0)
+        self.index_up.set(math.nan)
         for tenant in sorted(settings.tenants):
             self.index_generation.labels(tenant)
             self.index_import_time.labels(tenant)
@@ -144,3 +188,15 @@ class Metrics:
         if d.reason is Reason.INDEX_UNAVAILABLE:
             self.fail_closed.labels(campaign).inc()
             self.index_errors.labels(index_error_kind(result.index_error)).inc()
+            self.index_up.set(0)
+        elif result.looked_up:
+            self.index_up.set(1)
+
+    def index_reachable(self, reachable: bool) -> None:
+        """Record the outcome of a probe of the index (readiness check, generation refresh)."""
+        self.index_up.set(1 if reachable else 0)
+
+    def count_log(self, levelno: int, logger: str) -> None:
+        """Count one log record at warning level or above (see `gatekeeper.logs.LogCounter`)."""
+        level = "error" if levelno >= logging.ERROR else "warning"
+        self.log_messages.labels(level, log_source(logger)).inc()

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from gatekeeper.ari.app import AriApplication
 from gatekeeper.config import Settings
 from gatekeeper.fastagi.server import FastAgiServer
+from gatekeeper.logs import DecisionLogger
 from gatekeeper.service import Service
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 
 def build(settings: Settings, *, registry: CollectorRegistry | None = None) -> Service:
     service = Service(settings, registry=registry)
+    service.gate.listeners.append(DecisionLogger())
     service.add(FastAgiServer(settings.fastagi, service.gate, service.metrics))
     if settings.ari is not None:
         service.add(AriApplication(settings.ari, service.gate, service.metrics))

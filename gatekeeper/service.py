@@ -18,6 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from gatekeeper.config import Settings
 from gatekeeper.gate import Gate
 from gatekeeper.index.store import ConsentIndex, is_unavailable
+from gatekeeper.logs import LogCounter
 from gatekeeper.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self._tenants_loaded = False
         self._stopping = asyncio.Event()
+        self._log_counter: LogCounter | None = None
         self.started_at = time.time()
 
     def add(self, component: Component) -> None:
@@ -73,11 +75,13 @@ class Service:
     # -- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._log_counter = LogCounter.install(self.metrics)
         try:
             await self.refresh_generations()
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
+            self.metrics.index_reachable(False)
             log.warning("the consent index is unavailable at start-up; calls fail closed until it returns")
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="generations"))
         for component in self.components:
@@ -109,6 +113,9 @@ class Service:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.index.close()
+        if self._log_counter is not None:
+            self._log_counter.remove()
+            self._log_counter = None
 
     async def run(self) -> None:
         """Start, serve until SIGTERM or SIGINT, then stop gracefully."""
@@ -133,6 +140,7 @@ class Service:
 
     async def refresh_generations(self) -> None:
         tenants = await self.index.warm()
+        self.metrics.index_reachable(True)
         self._tenants_loaded = True
         for name, info in tenants.items():
             self.metrics.index_generation.labels(name).set(info.generation)
@@ -148,7 +156,9 @@ class Service:
             try:
                 await self.refresh_generations()
             except Exception as exc:
-                if not is_unavailable(exc):
+                if is_unavailable(exc):
+                    self.metrics.index_reachable(False)
+                else:
                     log.exception("refreshing the index generations failed")
 
     # -- HTTP ----------------------------------------------------------------------------------------
@@ -158,7 +168,9 @@ class Service:
             async with asyncio.timeout(self.settings.index.timeout * 4):
                 await self.index.ping()
         except Exception as exc:
+            self.metrics.index_reachable(False)
             return Check(False, f"Redis at {self.settings.index.redacted_url} unreachable: {type(exc).__name__}")
+        self.metrics.index_reachable(True)
         return Check(True, "reachable")
 
     async def _check_index(self) -> Check:
@@ -185,8 +197,10 @@ class Service:
             except Exception as exc:
                 return Check(False, f"check failed: {type(exc).__name__}")
 
-        results = await asyncio.gather(*(run(n) for n in names))
-        return dict(zip(names, results, strict=True))
+        results = dict(zip(names, await asyncio.gather(*(run(n) for n in names)), strict=True))
+        if self._stopping.is_set():
+            results["service"] = Check(False, "stopping: finishing the calls in flight")
+        return results
 
     async def _readyz(self, request: web.Request) -> web.Response:
         results = await self.readiness()

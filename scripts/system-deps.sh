@@ -12,6 +12,7 @@ present() {
     postgresql) compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null ;;
     prometheus) command -v prometheus >/dev/null && command -v promtool >/dev/null ;;
     chromium) command -v chromium >/dev/null ;;
+    systemd) command -v systemd-analyze >/dev/null ;;
     *) command -v "$1" >/dev/null ;;
   esac
 }

@@ -211,7 +211,9 @@ class Loader:
         def fill(pipe: Pipeline) -> None:
             for tag, gen in stale:
                 assert gen is not None
-                pipe.unlink(*self.keys.generation_keys(tag, tenant, gen))
+                # A raw UNLINK: redis-py's cluster pipeline has no multi-key `unlink` (its method is a coroutine
+                # that refuses several keys), but routes a raw one by its keys, all of one hash tag here.
+                pipe.execute_command("UNLINK", *self.keys.generation_keys(tag, tenant, gen))
                 pipe.hdel(self.keys.pointer(tag), build_field)
 
         await run_pipeline(self.client, fill)

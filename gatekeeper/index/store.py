@@ -171,6 +171,8 @@ class ConsentIndex:
         tenants = await self.tenants()
         for name, info in tenants.items():
             self._generations[name] = Generation(info.generation, info.sub_bits)
+        for gone in set(self._generations) - set(tenants):  # e.g. Redis came back empty
+            self._generations[gone] = None
         return tenants
 
     def generation(self, tenant: str) -> Generation | None:
