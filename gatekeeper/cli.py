@@ -31,6 +31,7 @@ from gatekeeper.gate import CallRequest, Gate, GateDecision
 from gatekeeper.index.loader import ImportRefused, ImportReport, Loader
 from gatekeeper.index.rows import ImportFileError, count_lines
 from gatekeeper.index.store import ConsentIndex, is_unavailable
+from gatekeeper.log.commands import add_log_parser, cli_recorder, cmd_log
 from gatekeeper.serve import serve
 
 EXIT_OK, EXIT_BLOCK, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--at", metavar="ISO-8601", help="call time (without offset: campaign's local time; default now)")
     chk.add_argument("--caller-id", metavar="NUMBER", help="the presented caller ID (rule 5)")
     chk.add_argument("--json", action="store_true", help="print one JSON object")
+    chk.add_argument("--record", action="store_true", help="keep the decision in the decision log")
 
     scr = sub.add_parser("scrub", help="check a call list before a campaign")
     scr.add_argument("list", metavar="LIST.csv")
@@ -89,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser("serve", help="run the FastAGI, ARI and HTTP service")
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    add_log_parser(sub)
 
     demo = sub.add_parser("demo", help="run the out-of-the-box demo (private Redis if none is reachable)")
     demo.add_argument("--redis-url", default=None, help="use this Redis instead of probing 127.0.0.1:6379")
@@ -173,7 +177,10 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work(index: ConsentIndex) -> int:
         gate = Gate(settings, index, budget=max(settings.index.timeout, 2.0))
+        if args.record:
+            gate.recorder = cli_recorder(settings, index)
         result = await gate.check(request)
+        await gate.drain()
         _print_decision(result, args.json, sys.stdout)
         return EXIT_OK if result.decision.verdict is Verdict.ALLOW else EXIT_BLOCK
 
@@ -328,6 +335,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "object": cmd_object,
     "erase": cmd_erase,
     "status": cmd_status,
+    "log": cmd_log,
 }
 
 

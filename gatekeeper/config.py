@@ -131,6 +131,7 @@ class LogSettings:
     dsn: str = field(default="sqlite:///gatekeeper-decisions.db", repr=False)
     retention_days: int = 400
     instance: str = ""  # identifies this gatekeeper in the decision log; default: the host name
+    spool_dir: Path | None = None  # where decision records wait while Redis is unreachable
 
     @property
     def redacted_dsn(self) -> str:
@@ -552,8 +553,12 @@ def _parse_log(t: Table, env: Mapping[str, str]) -> LogSettings:
     instance = t.string("instance", "")
     if instance and not NAME.fullmatch(instance):
         raise t.error("instance", "must be 1–64 letters, digits, '_', '.' or '-'")
+    spool = t.string("spool_dir", "")
     settings = LogSettings(
-        dsn=dsn, retention_days=_positive(t, "retention_days", base.retention_days, 36_500), instance=instance
+        dsn=dsn,
+        retention_days=_positive(t, "retention_days", base.retention_days, 36_500),
+        instance=instance,
+        spool_dir=Path(spool) if spool else None,
     )
     t.finish()
     return settings

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from gatekeeper.ari.app import AriApplication
 from gatekeeper.config import Settings
 from gatekeeper.fastagi.server import FastAgiServer
+from gatekeeper.log import Outbox, Shipper
 from gatekeeper.logs import DecisionLogger
 from gatekeeper.service import Service
 
@@ -19,6 +20,13 @@ log = logging.getLogger(__name__)
 def build(settings: Settings, *, registry: CollectorRegistry | None = None) -> Service:
     service = Service(settings, registry=registry)
     service.gate.listeners.append(DecisionLogger())
+    # The decision log: the gate appends every decision to the outbox (a Redis stream, or the local spool
+    # while Redis is down); the shipper moves the records into SQL. The outbox starts before the adapters
+    # and stops after them, so every call they decide is recorded.
+    outbox = Outbox.from_settings(settings, service.index.client)
+    service.gate.recorder = outbox
+    service.add(outbox)
+    service.add(Shipper.from_settings(settings, metrics=service.metrics))
     service.add(FastAgiServer(settings.fastagi, service.gate, service.metrics))
     if settings.ari is not None:
         service.add(AriApplication(settings.ari, service.gate, service.metrics))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from gatekeeper.devservers import PrivateRedis
 from gatekeeper.index.store import ConsentIndex
 
 PEPPER = "test-pepper-0123456789"
+LOG_DIR = tempfile.TemporaryDirectory(prefix="gatekeeper-test-log-")  # decision logs of the tests' services
 CAMPAIGNS: dict[str, Any] = {
     "acme-sales": {"tenant": "acme", "caller_ids": ["+31201234567"]},
     "acme-shadow": {"tenant": "acme", "mode": "monitor"},
@@ -32,11 +34,13 @@ def make_settings(
     redis_url: str, prefix: str | None = None, sections: dict[str, Any] | None = None, **index: Any
 ) -> Settings:
     """Settings for a test: the test campaigns, a fresh key prefix, and any extra TOML sections."""
+    name = prefix or f"t{secrets.token_hex(4)}"
     data: dict[str, Any] = {
-        "index": {"redis_url": redis_url, "pepper": PEPPER, "prefix": prefix or f"t{secrets.token_hex(4)}", **index},
+        "index": {"redis_url": redis_url, "pepper": PEPPER, "prefix": name, **index},
         "campaigns": CAMPAIGNS,
         "fastagi": {"listen": "127.0.0.1:0"},
         "http": {"listen": "127.0.0.1:0"},
+        "log": {"dsn": f"sqlite:///{LOG_DIR.name}/{name}.db", "instance": name},
     }
     for name, values in (sections or {}).items():
         data[name] = {**data.get(name, {}), **values}

@@ -39,6 +39,10 @@ listen = "127.0.0.1:{agi_port}"
 [http]
 listen = "127.0.0.1:{http_port}"
 
+[log]
+dsn = "sqlite:///{workdir}/decisions.db"
+instance = "demo"
+
 [campaigns.acme-sales]
 tenant = "acme"
 purpose = "telemarketing"
@@ -205,7 +209,9 @@ async def run_demo(redis_url: str | None = None, *, keep_serving: bool = False, 
         agi_port, http_port = _port(4573), _port(8080)
         config_path = workdir / "gatekeeper.toml"
         config_path.write_text(
-            DEMO_CONFIG.format(redis_url=url, pepper=DEMO_PEPPER, agi_port=agi_port, http_port=http_port)
+            DEMO_CONFIG.format(
+                redis_url=url, pepper=DEMO_PEPPER, agi_port=agi_port, http_port=http_port, workdir=workdir.absolute()
+            )
         )
         settings: Settings = load(config_path, env={})
         service = build(settings)

@@ -55,7 +55,7 @@ async def test_health_readiness_and_metrics(redis_server: PrivateRedis, tmp_path
         status, body = await get(service, "/readyz")
         ready = json.loads(body)
         assert status == 200 and ready["ready"] is True
-        assert set(ready["checks"]) == {"redis", "index", "fastagi"}
+        assert set(ready["checks"]) == {"redis", "index", "fastagi", "outbox", "log"}
         fastagi = next(c for c in service.components if c.name == "fastagi")
         channel = SimChannel(url="agi://gk/check?campaign=acme-sales", callerid_num="+31201234567", callingpres=0)
         await run_session("127.0.0.1", fastagi.port, channel=channel)  # type: ignore[attr-defined]

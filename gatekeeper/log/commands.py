@@ -1,0 +1,154 @@
+"""`gatekeeper log verify | purge | ship --once` and the recorder behind `gatekeeper check --record`.
+
+Exit status as in `gatekeeper.cli`: 0 success, 1 the chain is broken / the purge stopped at a broken link,
+2 usage error, 3 Redis or the SQL database is unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from redis.exceptions import RedisError
+
+from gatekeeper.config import Settings
+from gatekeeper.index.store import ConsentIndex
+from gatekeeper.log.outbox import Outbox, OutboxKeys, Spool, default_spool_dir, instance_name
+from gatekeeper.log.record import format_time
+from gatekeeper.log.shipper import Shipper, shipper_client
+from gatekeeper.log.sql import DATABASE_ERRORS, SchemaError
+from gatekeeper.log.store import LogStore
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def add_log_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `log verify`, `log purge` and `log ship` to the CLI's subcommands."""
+    lg = sub.add_parser("log", help="the decision log: verify the hash chain, purge old records, ship the outbox")
+    actions = lg.add_subparsers(dest="log_action", required=True, metavar="ACTION")
+    verify = actions.add_parser("verify", help="check every instance's hash chain (exit 1 if broken)")
+    verify.add_argument("--instance", metavar="NAME", help="check one instance only")
+    purge = actions.add_parser("purge", help="delete records older than the retention period")
+    purge.add_argument("--days", type=int, metavar="N", help="keep the last N days (default: [log] retention_days)")
+    ship = actions.add_parser("ship", help="move the outbox (and any spool) into SQL")
+    ship.add_argument("--once", action="store_true", required=True, help="drain once and exit (systemd timer)")
+    ship.add_argument("--instance", metavar="NAME", help="ship this instance's outbox (default: this one)")
+    ship.add_argument("--spool-dir", metavar="DIR", help="where the spool files are (default: next to the log)")
+
+
+async def cmd_log(settings: Settings, args: argparse.Namespace) -> int:
+    """Dispatch `gatekeeper log ACTION`."""
+    if args.log_action == "verify":
+        return await log_verify(settings, instance=args.instance)
+    if args.log_action == "purge":
+        return await log_purge(settings, days=args.days)
+    spool_dir = Path(args.spool_dir) if args.spool_dir else None
+    return await log_ship_once(settings, instance=args.instance, spool_dir=spool_dir)
+
+
+def cli_recorder(settings: Settings, index: ConsentIndex, *, spool_dir: Path | None = None) -> Outbox:
+    """The recorder for `gatekeeper check --record`: set it as `gate.recorder`, then `await gate.drain()`."""
+    return Outbox.from_settings(settings, index.client, spool_dir=spool_dir)
+
+
+def _unavailable(what: str, exc: BaseException, err: TextIO) -> int:
+    err.write(f"gatekeeper: {what} is unavailable: {type(exc).__name__}: {exc}\n")
+    return EXIT_UNAVAILABLE
+
+
+async def log_verify(
+    settings: Settings, *, instance: str | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    store = LogStore.from_dsn(settings.log.dsn)
+    try:
+        await store.open()
+        chains = await store.chains()
+        report = await store.verify_chain(instance)
+    except SchemaError as exc:
+        err.write(f"gatekeeper: {exc}\n")
+        return EXIT_USAGE
+    except DATABASE_ERRORS as exc:
+        return _unavailable(store.db.description, exc, err)
+    finally:
+        await store.close()
+    out.write(f"decision log in {store.db.description}\n")
+    for name, checked in sorted(report.checked.items()):
+        state = chains.get(name)
+        span = f" (seq {state.base_seq + 1}–{state.head_seq}, {state.purged} purged)" if state else ""
+        out.write(f"  instance {name}: {checked:,} records verified{span}\n")
+    if report.ok:
+        out.write("chain intact\n")
+        return EXIT_OK
+    out.write(f"CHAIN BROKEN: {len(report.problems)} problem(s)\n")
+    for problem in report.problems:
+        out.write(f"  {problem}\n")
+    return EXIT_PROBLEMS
+
+
+async def log_purge(
+    settings: Settings, *, days: int | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    keep = settings.log.retention_days if days is None else days
+    if keep < 0:
+        err.write("gatekeeper: --days must not be negative\n")
+        return EXIT_USAGE
+    store = LogStore.from_dsn(settings.log.dsn)
+    try:
+        await store.open()
+        report = await store.purge(days=keep)
+    except SchemaError as exc:
+        err.write(f"gatekeeper: {exc}\n")
+        return EXIT_USAGE
+    except DATABASE_ERRORS as exc:
+        return _unavailable(store.db.description, exc, err)
+    finally:
+        await store.close()
+    per = ", ".join(f"{name} {n:,}" for name, n in sorted(report.deleted.items()) if n)
+    out.write(
+        f"purged {report.total:,} decision record(s) from before {format_time(report.cutoff)} "
+        f"({keep} days kept){f': {per}' if per else ''}\n"
+    )
+    for problem in report.stopped:
+        err.write(f"gatekeeper: {problem}\n")
+    return EXIT_PROBLEMS if report.stopped else EXIT_OK
+
+
+async def log_ship_once(
+    settings: Settings,
+    *,
+    instance: str | None = None,
+    spool_dir: Path | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    name = instance or instance_name(settings)
+    keys = OutboxKeys(settings.index.prefix, name)
+    client = shipper_client(settings)
+    store = LogStore.from_dsn(settings.log.dsn)
+    outbox = Outbox(client, keys, Spool(spool_dir or default_spool_dir(settings), name))
+    shipper = Shipper(client, store, keys)
+    try:
+        replayed = await outbox.replay()
+        shipped = await shipper.ship_once()
+    except RedisError as exc:
+        return _unavailable(f"Redis at {settings.index.redacted_url}", exc, err)
+    except SchemaError as exc:
+        err.write(f"gatekeeper: {exc}\n")
+        return EXIT_USAGE
+    except DATABASE_ERRORS as exc:
+        return _unavailable(store.db.description, exc, err)
+    finally:
+        await client.aclose()
+        await store.close()
+    spooled = f"replayed {replayed:,} spooled record(s); " if replayed else ""
+    out.write(
+        f"{spooled}shipped {shipped:,} decision record(s) from {keys.stream} to {store.db.description}"
+        f"{f' ({shipper.duplicates:,} already stored)' if shipper.duplicates else ''}; "
+        f"{shipper.backlog:,} waiting\n"
+    )
+    return EXIT_OK
