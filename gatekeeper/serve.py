@@ -10,9 +10,10 @@ from prometheus_client import CollectorRegistry
 from gatekeeper.ari.app import AriApplication
 from gatekeeper.config import Settings
 from gatekeeper.fastagi.server import FastAgiServer
-from gatekeeper.log import Outbox, Shipper
+from gatekeeper.log import LogStore, Outbox, Shipper
 from gatekeeper.logs import DecisionLogger
 from gatekeeper.service import Service
+from gatekeeper.web import setup_web
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ def build(settings: Settings, *, registry: CollectorRegistry | None = None) -> S
     service.add(FastAgiServer(settings.fastagi, service.gate, service.metrics))
     if settings.ari is not None:
         service.add(AriApplication(settings.ari, service.gate, service.metrics))
+    # The HTTP API and the compliance UI read the SQL log through their own connection (closed with the app).
+    web_log = LogStore.from_dsn(settings.log.dsn)
+    setup_web(service, web_log, web_log)
     return service
 
 

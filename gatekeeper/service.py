@@ -22,6 +22,7 @@ from gatekeeper.logs import LogCounter
 from gatekeeper.metrics import Metrics
 
 log = logging.getLogger(__name__)
+ADAPTERS = frozenset({"fastagi", "ari"})  # components that take calls: stopped first
 READINESS_BUDGET = 0.5  # seconds for all readiness checks together
 GENERATION_REFRESH = 5.0  # seconds between refreshes of the per-tenant generation gauges
 
@@ -100,13 +101,18 @@ class Service:
         return int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
-        """Graceful: components stop accepting and finish what is in flight, then HTTP closes."""
-        for component in reversed(self.components):
+        """Graceful: the adapters stop taking calls and finish theirs, the gate hands the last decisions to
+        the decision log, the log components ship and stop, then HTTP closes."""
+        adapters = [c for c in self.components if c.name in ADAPTERS]
+        others = [c for c in self.components if c.name not in ADAPTERS]
+        for component in [*reversed(adapters), None, *reversed(others)]:
+            if component is None:
+                await self.gate.drain()
+                continue
             try:
                 await component.stop()
             except Exception:
                 log.exception("stopping %s failed", component.name)
-        await self.gate.drain()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

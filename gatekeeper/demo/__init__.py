@@ -23,6 +23,8 @@ from gatekeeper.index.loader import Loader
 from gatekeeper.index.store import ConsentIndex
 from gatekeeper.serve import build
 from gatekeeper.simulator.fastagi import SimChannel, run_session
+from gatekeeper.web import WEB_KEY
+from gatekeeper.web.auth import Principal, Role, new_token, with_token
 
 AMSTERDAM = zone("Europe/Amsterdam")
 DEMO_PEPPER = "demo-pepper-not-secret-0123456789"  # the demo's data is public; a deployment keeps its own
@@ -213,7 +215,8 @@ async def run_demo(redis_url: str | None = None, *, keep_serving: bool = False, 
                 redis_url=url, pepper=DEMO_PEPPER, agi_port=agi_port, http_port=http_port, workdir=workdir.absolute()
             )
         )
-        settings: Settings = load(config_path, env={})
+        token, token_entry = new_token("demo", Role.ADMIN)
+        settings: Settings = with_token(load(config_path, env={}), token_entry)
         service = build(settings)
         index = service.index
         await _reset(index)
@@ -238,8 +241,10 @@ async def run_demo(redis_url: str | None = None, *, keep_serving: bool = False, 
         print(f"   Calls from a simulated Asterisk, decided {clock_note}:\n")
         for call in LIVE_CALLS:
             sys.stdout.write(await _live_call(agi_port, call))
-        await index.object("acme", "+31612345678", gate.clock(), "demo")
-        print("\n   An objection registered now (`gatekeeper object NUMBER --tenant acme`) blocks the next call:")
+        compliance = service.web[WEB_KEY].compliance
+        objection = compliance.objection_input("acme", None, "+31612345678", "demo")
+        await compliance.object(Principal("demo", Role.ADMIN), "demo", objection)
+        print("\n   An objection registered now (as the API and the UI do) blocks the next call:")
         sys.stdout.write(await _live_call(agi_port, LIVE_CALLS[0]))
 
         if keep_serving:
@@ -248,6 +253,8 @@ async def run_demo(redis_url: str | None = None, *, keep_serving: bool = False, 
                 f"     same => n,AGI(agi://127.0.0.1:{agi_port}/check?campaign=acme-sales)\n"
                 f'     same => n,GotoIf($["${{GATEKEEPER_RESULT}}" != "ALLOW"]?blocked,1)\n'
                 f"   (asterisk-config/extensions.conf has the whole context.)\n"
+                f"   Compliance UI: http://127.0.0.1:{http_port}/   (log in with the demo token {token})\n"
+                f"   API:     curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{http_port}/api/v1/decisions\n"
                 f"   Metrics: http://127.0.0.1:{http_port}/metrics   health: http://127.0.0.1:{http_port}/readyz\n"
                 f"   Try:     .venv/bin/gatekeeper --config {config_path} check 0612345678 --campaign acme-sales\n"
                 f"   Press Ctrl-C to stop."

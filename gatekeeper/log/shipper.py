@@ -79,6 +79,9 @@ def _entries(reply: Any) -> list[Entry]:
     return out
 
 
+FINAL_SHIP_SECONDS = 5.0  # a graceful stop ships what is waiting for at most this long
+
+
 class Shipper:
     """Service component `log`: ships this instance's outbox stream into the SQL log."""
 
@@ -283,11 +286,16 @@ class Shipper:
         self._task = asyncio.create_task(self._run(), name="log-shipper")
 
     async def stop(self) -> None:
-        """Stop at once; an interrupted batch is shipped again (and stored once) on the next start."""
+        """Stop the loop, then ship what is waiting (bounded); what is left is shipped by the next start."""
         self._stopping = True
         if self._task is not None:
             await stop_task(self._task)
             self._task = None
+        try:
+            async with asyncio.timeout(FINAL_SHIP_SECONDS):
+                await self.ship_once()
+        except Exception as exc:  # the records stay in the stream (or spool) for the next start
+            log.warning("could not ship the last decision records before stopping: %s", type(exc).__name__)
         if self._owns:
             await self.client.aclose()
             await self.store.close()

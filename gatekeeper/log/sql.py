@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import sqlite3
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -109,7 +110,16 @@ class SqliteDatabase(Database):
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Switching a new file to WAL takes a lock that the busy timeout does not wait for: two first
+            # connections can race here, so the loser tries again for a moment.
+            for attempt in range(50):
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise
+                    time.sleep(0.02)
             conn.execute("PRAGMA synchronous=FULL")
             self._conn = conn
         return self._conn

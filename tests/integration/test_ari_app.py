@@ -460,7 +460,7 @@ async def test_a_bug_in_the_gate_still_releases_the_channel(
     sim: AriSimulator, settings: Settings, loaded: ConsentIndex, metrics: Metrics, app_logs: pytest.LogCaptureFixture
 ) -> None:
     class BrokenGate(Gate):
-        async def check(self, request: CallRequest) -> GateDecision:
+        async def check(self, request: CallRequest, *, budget: float | None = None) -> GateDecision:
             raise RuntimeError("broken on purpose")
 
     async with running(sim, BrokenGate(settings, loaded), metrics):
