@@ -18,7 +18,10 @@ from typing import Any, Final
 
 from gatekeeper.simulator.fastagi import SimChannel
 
-TRACES_DIR: Final = Path(__file__).resolve().parents[3] / "shared" / "asterisk-traces"
+# A verbatim copy of shared/asterisk-traces/ (the recordings from a real Asterisk), kept with the tests so
+# a clean clone can run them; tests/unit/test_trace_copy.py checks it still matches the shared original.
+TRACES_DIR: Final = Path(__file__).resolve().parents[1] / "asterisk_traces"
+SHARED_TRACES_DIR: Final = Path(__file__).resolve().parents[3] / "shared" / "asterisk-traces"
 
 _LOG_MESSAGE = re.compile(r"LOG \[[^]]*\] \w+\[\d+\](?:\[[^]]*\])? (?P<source>[\w.]+): (?P<message>.*)")
 _GKTRACE = re.compile(r"GKTRACE \S+ (?P<where>exten=|h-exten)")
@@ -159,8 +162,8 @@ def _unknown_is_none(value: str) -> str | None:
 def traces_dir() -> Path:
     if not TRACES_DIR.is_dir():
         raise FileNotFoundError(
-            f"Asterisk transcripts not found at {TRACES_DIR}: they live in shared/asterisk-traces/ next to "
-            "the checkout and are the ground truth these tests replay; they cannot run without them"
+            f"Asterisk transcripts not found at {TRACES_DIR}: this copy of shared/asterisk-traces/ is the ground "
+            "truth these tests replay; they cannot run without it"
         )
     return TRACES_DIR
 

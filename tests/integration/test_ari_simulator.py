@@ -13,7 +13,6 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -40,10 +39,11 @@ from tests.asterisk_sim.ari import (
     RecordedRequest,
     SimCall,
 )
+from tests.asterisk_sim.traces import TRACES_DIR
 
 pytestmark = pytest.mark.integration
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "asterisk-traces"
+TRACES = TRACES_DIR
 AUTH = {"Authorization": rest.basic_authorization("gk", "gkpass")}
 STEP = 2.0  # bound on every single wait in these tests (they take milliseconds)
 

@@ -8,7 +8,6 @@ import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import parse_qsl, unquote
 
 import pytest
@@ -30,8 +29,9 @@ from gatekeeper.ari.events import (
     UnknownEvent,
     parse_event,
 )
+from tests.asterisk_sim.traces import TRACES_DIR
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "asterisk-traces"
+TRACES = TRACES_DIR
 EVENTS_FILE = TRACES / "ari-events.jsonl"
 
 
