@@ -67,6 +67,7 @@ class Service:
         self._tenants_loaded = False
         self._stopping = asyncio.Event()
         self._log_counter: LogCounter | None = None
+        self._stopped = False
         self.started_at = time.time()
 
     def add(self, component: Component) -> None:
@@ -103,6 +104,9 @@ class Service:
     async def stop(self) -> None:
         """Graceful: the adapters stop taking calls and finish theirs, the gate hands the last decisions to
         the decision log, the log components ship and stop, then HTTP closes."""
+        if self._stopped:
+            return
+        self._stopped = True
         adapters = [c for c in self.components if c.name in ADAPTERS]
         others = [c for c in self.components if c.name not in ADAPTERS]
         for component in [*reversed(adapters), None, *reversed(others)]:

@@ -106,6 +106,7 @@ class SqliteDatabase(Database):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatekeeper-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -145,12 +146,17 @@ class SqliteDatabase(Database):
                 raise
 
     async def close(self) -> None:
+        """Close the file and the database's thread; closing twice is harmless."""
+
         def close() -> None:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
 
         async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
 
