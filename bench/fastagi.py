@@ -39,7 +39,9 @@ max_sessions = 5000
 [http]
 listen = "127.0.0.1:{http}"
 [log]
-dsn = "sqlite:///{tmp}/decisions.db"
+dsn = "sqlite:///{tmp}/decisions-{mode}.db"
+instance = "{mode}"
+ship_in_serve = {inline}
 [campaigns.acme-sales]
 tenant = "acme"
 caller_ids = ["+31201234567"]
@@ -59,23 +61,42 @@ def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the benchmark server did not start")
 
 
+MODES = {
+    "floor": "a bare responder",
+    "gatekeeper": "gatekeeper serve; the decision-log shipper in a process of its own (ship_in_serve = false)",
+    "inline": "gatekeeper serve with the shipper inside (the default)",
+}
+
+
 class Server:
+    """The server under test in its own process; for `gatekeeper`, also `gatekeeper log ship` beside it."""
+
     def __init__(self, mode: str, redis_url: str, tmp: Path) -> None:
         self.port = free_port()
         self.out = tmp / f"{mode}.json"
-        args = [sys.executable, "-m", "bench.fastagi_server", "--mode", mode, "--out", str(self.out)]
-        if mode == "gatekeeper":
-            config = tmp / "gk.toml"
-            config.write_text(CONFIG.format(url=redis_url, port=self.port, http=free_port(), tmp=tmp))
-            args += ["--config", str(config)]
-        else:
+        env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+        kind = "floor" if mode == "floor" else "gatekeeper"
+        args = [sys.executable, "-m", "bench.fastagi_server", "--mode", kind, "--out", str(self.out)]
+        self.shipper: subprocess.Popen[bytes] | None = None
+        if mode == "floor":
             args += ["--port", str(self.port)]
-        self.proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+        else:
+            config = tmp / f"{mode}.toml"
+            inline = "true" if mode == "inline" else "false"
+            text = CONFIG.format(url=redis_url, port=self.port, http=free_port(), tmp=tmp, mode=mode, inline=inline)
+            config.write_text(text)
+            args += ["--config", str(config)]
+            if mode == "gatekeeper":
+                ship = [sys.executable, "-m", "gatekeeper.cli", "--config", str(config), "log", "ship"]
+                self.shipper = subprocess.Popen(ship, env=env)
+        self.proc = subprocess.Popen(args, env=env)
         wait_port(self.port, self.proc)
 
     def stop(self) -> list[float]:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
+        for proc in (self.proc, self.shipper):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
         return list(json.loads(self.out.read_text())["latencies"])
 
 
@@ -115,7 +136,7 @@ async def sporadic(port: int, calls: int) -> dict[str, Any]:
 
 async def prepare(url: str, tmp: Path) -> None:
     config = tmp / "load.toml"
-    config.write_text(CONFIG.format(url=url, port=0, http=0, tmp=tmp))
+    config.write_text(CONFIG.format(url=url, port=0, http=0, tmp=tmp, mode="load", inline="true"))
     index = ConsentIndex.from_settings(load(config, env={}).index)
     await Loader(index).load(write_csv(tmp / "c.csv", consent_rows(RECORDS)), region="NL", replace=True)
     await index.close()
@@ -149,7 +170,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     with PrivateRedis() as redis, tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         asyncio.run(prepare(redis.url, tmp))
-        for mode in ("floor", "gatekeeper"):
+        for mode in MODES:
             server = Server(mode, redis.url, tmp)
             try:
                 mode_results: dict[str, Any] = {}
@@ -158,7 +179,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 mode_results["sporadic"] = asyncio.run(sporadic(server.port, 100 if quick else 300))
             finally:
                 latencies = server.stop()
-            if mode == "gatekeeper":
+            if mode != "floor":
                 mode_results["decision_time"] = percentiles(latencies)
                 # The decisions of the sporadic run are the last ones made.
                 mode_results["decision_time_sporadic"] = percentiles(latencies[-(100 if quick else 300) :])
@@ -170,34 +191,34 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
-    g, f = results["gatekeeper"], results["floor"]
+    g, i, f = results["gatekeeper"], results["inline"], results["floor"]
     rows = [
-        "| FastAGI (server in its own process) | gatekeeper | floor (bare responder) | ratio |",
-        "|---|---|---|---|",
+        "| FastAGI (each server in its own process) | gatekeeper, shipper apart | gatekeeper, shipper inside "
+        "| floor: bare responder | ratio to floor (shipper apart) |",
+        "|---|---|---|---|---|",
     ]
+
+    def pair(d: dict[str, Any]) -> str:
+        return f"{us(d['p50'])} / {us(d['p99'])}"
+
     for c in ("c1", "c10", "c100"):
-        gl, fl = g[c]["latency"], f[c]["latency"]
-        rows.append(
-            f"| concurrency {c[1:]}: sessions/s | {g[c]['sessions_per_second']:,.0f} | "
-            f"{f[c]['sessions_per_second']:,.0f} | {g[c]['sessions_per_second'] / f[c]['sessions_per_second']:.2f} |"
-        )
-        rows.append(
-            f"| concurrency {c[1:]}: session p50 / p99 | {us(gl['p50'])} / {us(gl['p99'])} | "
-            f"{us(fl['p50'])} / {us(fl['p99'])} | {gl['p99'] / fl['p99']:.2f} |"
-        )
-    sl, fs = g["sporadic"]["latency"], f["sporadic"]["latency"]
-    rows.append(
-        f"| sporadic (a call every 5–50 ms): session p50 / p99 | {us(sl['p50'])} / {us(sl['p99'])} | "
-        f"{us(fs['p50'])} / {us(fs['p99'])} | {sl['p99'] / fs['p99']:.2f} |"
-    )
-    d, ds = g["decision_time"], g["decision_time_sporadic"]
-    rows.append(
-        f"| decision time (request parsed → verdict), all runs: p50 / p99 | {us(d['p50'])} / {us(d['p99'])} | | |"
-    )
-    rows.append(f"| decision time, sporadic arrival: p50 / p99 | {us(ds['p50'])} / {us(ds['p99'])} |||")
+        n = c[1:]
+        rate = [r[c]["sessions_per_second"] for r in (g, i, f)]
+        rows.append(f"| concurrency {n}: sessions/s | {rate[0]:,.0f} | {rate[1]:,.0f} | {rate[2]:,.0f} | "
+                    f"{rate[0] / rate[2]:.2f} |")  # fmt: skip
+        lat = [r[c]["latency"] for r in (g, i, f)]
+        rows.append(f"| concurrency {n}: session p50 / p99 | {pair(lat[0])} | {pair(lat[1])} | {pair(lat[2])} | "
+                    f"{lat[0]['p99'] / lat[2]['p99']:.2f} |")  # fmt: skip
+    sp = [r["sporadic"]["latency"] for r in (g, i, f)]
+    rows.append(f"| sporadic (a call every 5–50 ms): session p50 / p99 | {pair(sp[0])} | {pair(sp[1])} | "
+                f"{pair(sp[2])} | {sp[0]['p99'] / sp[2]['p99']:.2f} |")  # fmt: skip
+    rows.append(f"| decision time (request parsed → verdict), all runs: p50 / p99 | {pair(g['decision_time'])} | "
+                f"{pair(i['decision_time'])} | | |")  # fmt: skip
+    rows.append(f"| decision time, sporadic arrival: p50 / p99 | {pair(g['decision_time_sporadic'])} | "
+                f"{pair(i['decision_time_sporadic'])} | | |")  # fmt: skip
     a = results["agi_script"]
     rows.append(
         f"| classic AGI script `gatekeeper-agi`: per call wall / CPU (p50) | {a['wall']['p50'] * 1000:,.0f} ms / "
-        f"{a['cpu']['p50'] * 1000:,.0f} ms |||"
+        f"{a['cpu']['p50'] * 1000:,.0f} ms | | | |"
     )
     return "\n".join(rows)

@@ -132,6 +132,7 @@ class LogSettings:
     retention_days: int = 400
     instance: str = ""  # identifies this gatekeeper in the decision log; default: the host name
     spool_dir: Path | None = None  # where decision records wait while Redis is unreachable
+    ship_in_serve: bool = True  # false: `gatekeeper log ship` runs the shipper in a process of its own
 
     @property
     def redacted_dsn(self) -> str:
@@ -559,6 +560,7 @@ def _parse_log(t: Table, env: Mapping[str, str]) -> LogSettings:
         retention_days=_positive(t, "retention_days", base.retention_days, 36_500),
         instance=instance,
         spool_dir=Path(spool) if spool else None,
+        ship_in_serve=t.get("ship_in_serve", bool, base.ship_in_serve),
     )
     t.finish()
     return settings

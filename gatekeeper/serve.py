@@ -24,10 +24,11 @@ def build(settings: Settings, *, registry: CollectorRegistry | None = None) -> S
     # The decision log: the gate appends every decision to the outbox (a Redis stream, or the local spool
     # while Redis is down); the shipper moves the records into SQL. The outbox starts before the adapters
     # and stops after them, so every call they decide is recorded.
-    outbox = Outbox.from_settings(settings, service.index.client)
+    outbox = Outbox.from_settings(settings, service.index.client, fast=service.index.fast)
     service.gate.recorder = outbox
     service.add(outbox)
-    service.add(Shipper.from_settings(settings, metrics=service.metrics))
+    if settings.log.ship_in_serve:
+        service.add(Shipper.from_settings(settings, metrics=service.metrics))
     service.add(FastAgiServer(settings.fastagi, service.gate, service.metrics))
     if settings.ari is not None:
         service.add(AriApplication(settings.ari, service.gate, service.metrics))

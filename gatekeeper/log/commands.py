@@ -7,6 +7,9 @@ Exit status as in `gatekeeper.cli`: 0 success, 1 the chain is broken / the purge
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -21,6 +24,8 @@ from gatekeeper.log.shipper import Shipper, shipper_client
 from gatekeeper.log.sql import DATABASE_ERRORS, SchemaError
 from gatekeeper.log.store import LogStore
 
+log = logging.getLogger(__name__)
+
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
@@ -32,8 +37,8 @@ def add_log_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     verify.add_argument("--instance", metavar="NAME", help="check one instance only")
     purge = actions.add_parser("purge", help="delete records older than the retention period")
     purge.add_argument("--days", type=int, metavar="N", help="keep the last N days (default: [log] retention_days)")
-    ship = actions.add_parser("ship", help="move the outbox (and any spool) into SQL")
-    ship.add_argument("--once", action="store_true", required=True, help="drain once and exit (systemd timer)")
+    ship = actions.add_parser("ship", help="move the outbox (and any spool) into SQL, until stopped")
+    ship.add_argument("--once", action="store_true", help="drain once and exit (systemd timer)")
     ship.add_argument("--instance", metavar="NAME", help="ship this instance's outbox (default: this one)")
     ship.add_argument("--spool-dir", metavar="DIR", help="where the spool files are (default: next to the log)")
 
@@ -45,7 +50,35 @@ async def cmd_log(settings: Settings, args: argparse.Namespace) -> int:
     if args.log_action == "purge":
         return await log_purge(settings, days=args.days)
     spool_dir = Path(args.spool_dir) if args.spool_dir else None
-    return await log_ship_once(settings, instance=args.instance, spool_dir=spool_dir)
+    if args.once:
+        return await log_ship_once(settings, instance=args.instance, spool_dir=spool_dir)
+    return await log_ship_forever(settings, instance=args.instance, spool_dir=spool_dir)
+
+
+async def log_ship_forever(settings: Settings, *, instance: str | None = None, spool_dir: Path | None = None) -> int:
+    """The shipper in a process of its own (`[log] ship_in_serve = false`): ship until SIGTERM or SIGINT.
+
+    It replays the instance's spool whenever Redis is back and ships the stream continuously; on a stop it
+    ships what is waiting (bounded) and exits 0.
+    """
+    name = instance or instance_name(settings)
+    keys = OutboxKeys(settings.index.prefix, name)
+    client = shipper_client(settings)
+    outbox = Outbox(client, keys, Spool(spool_dir or default_spool_dir(settings), name))
+    shipper = Shipper(client, LogStore.from_dsn(settings.log.dsn), keys, owns=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await outbox.start()
+    await shipper.start()
+    log.info("shipping %s to %s until stopped", keys.stream, shipper.store.db.description)
+    try:
+        await stop.wait()
+    finally:
+        await outbox.stop()
+        await shipper.stop()
+    return EXIT_OK
 
 
 def cli_recorder(settings: Settings, index: ConsentIndex, *, spool_dir: Path | None = None) -> Outbox:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatekeeper.config import Settings
 from gatekeeper.gate import GateDecision
+from gatekeeper.index.fastpath import FastPath
 from gatekeeper.index.store import Client
 from gatekeeper.log.record import LogRecord, RecordError
 from gatekeeper.log.sql import sqlite_path
@@ -213,8 +214,10 @@ class Outbox:
         retry_initial: float = RETRY_INITIAL,
         retry_max: float = RETRY_MAX,
         rescan: float = RESCAN_INTERVAL,
+        fast: FastPath | None = None,
     ) -> None:
         self.client = client
+        self.fast = fast  # the index's pipelined hiredis connection (standalone Redis): a cheaper XADD
         self.keys = keys
         self.spool = spool
         self.timeout = timeout
@@ -231,11 +234,13 @@ class Outbox:
         self._stopping = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, client: Client, *, spool_dir: Path | None = None) -> Outbox:
-        """The outbox of this instance on the index's Redis client (`ConsentIndex.client`)."""
+    def from_settings(
+        cls, settings: Settings, client: Client, *, spool_dir: Path | None = None, fast: FastPath | None = None
+    ) -> Outbox:
+        """The outbox of this instance on the index's Redis client (`ConsentIndex.client` and `.fast`)."""
         instance = instance_name(settings)
         directory = spool_dir if spool_dir is not None else default_spool_dir(settings)
-        return cls(client, OutboxKeys(settings.index.prefix, instance), Spool(directory, instance))
+        return cls(client, OutboxKeys(settings.index.prefix, instance), Spool(directory, instance), fast=fast)
 
     # -- the recorder --------------------------------------------------------------------------------
 
@@ -251,8 +256,12 @@ class Outbox:
     async def append_record(self, record: LogRecord) -> None:
         if not self.spooling:
             try:
+                payload = record.dumps().encode()
                 async with asyncio.timeout(self.timeout):
-                    await self.client.xadd(self.keys.stream, {RECORD_FIELD: record.dumps().encode()})
+                    if self.fast is not None:
+                        await self.fast.call("XADD", self.keys.stream, "*", RECORD_FIELD, payload)
+                    else:
+                        await self.client.xadd(self.keys.stream, {RECORD_FIELD: payload})
             except Exception as exc:
                 if not self.spooling:
                     log.warning(

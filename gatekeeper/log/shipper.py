@@ -79,6 +79,7 @@ def _entries(reply: Any) -> list[Entry]:
     return out
 
 
+LINGER = 0.2  # seconds the shipper waits after a small batch, so that busy periods ship in large ones
 FINAL_SHIP_SECONDS = 5.0  # a graceful stop ships what is waiting for at most this long
 
 
@@ -241,13 +242,14 @@ class Shipper:
             await self.update_metrics()
             return total
 
-    async def _cycle(self) -> None:
+    async def _cycle(self) -> int:
         async with self._lock:
             await self._prepare()
             entries = await self._read(self.block)
             if entries:
                 await self._ship(entries)
             await self.update_metrics()
+            return len(entries)
 
     # -- the background task -------------------------------------------------------------------------
 
@@ -255,7 +257,7 @@ class Shipper:
         delay = self.retry_initial
         while not self._stopping:
             try:
-                await self._cycle()
+                shipped = await self._cycle()
             except Exception as exc:
                 self._failed(exc, delay)
                 await asyncio.sleep(delay)  # back off; the records wait in the stream
@@ -266,6 +268,9 @@ class Shipper:
                 self._failing_since = None
                 self.last_error = None
             delay = self.retry_initial
+            if 0 < shipped < self.batch:
+                # Let records gather: one transaction per ~LINGER of calls instead of one per call.
+                await asyncio.sleep(LINGER)  # stop() cancels the task, also here
 
     def _failed(self, exc: Exception, delay: float) -> None:
         self._prepared = False  # re-check the group and start again from the pending entries

@@ -12,7 +12,11 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -32,8 +36,9 @@ from gatekeeper.log.record import LogRecord
 from gatekeeper.log.shipper import Shipper, Stage, shipper_client
 from gatekeeper.log.store import LogStore
 from gatekeeper.metrics import Metrics
+from gatekeeper.serve import build
 from gatekeeper.service import Component, Service
-from tests.conftest import make_settings
+from tests.conftest import PEPPER, make_settings
 from tests.pg import PrivatePostgres, shared_postgres
 
 pytestmark = pytest.mark.integration
@@ -605,3 +610,41 @@ async def test_wired_into_the_service(log_settings: Settings, tmp_path: Path) ->
         assert checks["outbox"]["ok"] and "appending to" in checks["outbox"]["detail"]
     finally:
         await service.stop()
+
+
+async def test_the_shipper_in_a_process_of_its_own(redis_server: PrivateRedis, tmp_path: Path) -> None:
+    """`[log] ship_in_serve = false`: serve only appends; `gatekeeper log ship` ships until SIGTERM."""
+    dsn = f"sqlite:///{tmp_path}/separate.db"
+    settings = make_settings(
+        redis_server.url, sections={"log": {"dsn": dsn, "instance": "sep", "ship_in_serve": False}}
+    )
+    service = build(settings, registry=CollectorRegistry())
+    assert "log" not in {c.name for c in service.components}
+    await service.start()
+    try:
+        results = await decide(service.gate, CALLS[:3])
+        await service.gate.drain()
+    finally:
+        await service.stop()
+    config = tmp_path / "ship.toml"
+    config.write_text(
+        f'[index]\nredis_url = "{redis_server.url}"\npepper = "{PEPPER}"\nprefix = "{settings.index.prefix}"\n'
+        f'[log]\ndsn = "{dsn}"\ninstance = "sep"\nship_in_serve = false\n'
+    )
+    shipper = subprocess.Popen(  # noqa: ASYNC220 - started once, waited for with to_thread
+        [sys.executable, "-m", "gatekeeper.cli", "--config", str(config), "log", "ship"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    store = await LogStore.from_dsn(dsn).open()
+    try:
+        async with asyncio.timeout(20):
+            while await store.count() < len(results):  # noqa: ASYNC110 - the shipper is another process
+                await asyncio.sleep(0.05)
+        shipper.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(shipper.wait, 20) == 0
+        await assert_exactly_once(store, [r.id for r in results])
+    finally:
+        if shipper.poll() is None:
+            shipper.kill()
+            shipper.wait()
+        await store.close()

@@ -197,6 +197,7 @@ def test_systemd_units_are_sandboxed_and_run_real_commands() -> None:
     assert [p.name for p in services] == [
         "gatekeeper-log-purge.service",
         "gatekeeper-log-ship.service",
+        "gatekeeper-log-shipper.service",
         "gatekeeper.service",
     ]
     parser = argparse.ArgumentParser(prog="gatekeeper")
@@ -218,9 +219,11 @@ def test_systemd_units_are_sandboxed_and_run_real_commands() -> None:
     assert commands == {
         "gatekeeper.service": ["serve"],
         "gatekeeper-log-ship.service": ["log", "ship", "--once"],
+        "gatekeeper-log-shipper.service": ["log", "ship"],
         "gatekeeper-log-purge.service": ["log", "purge"],
     }
     assert unit(SYSTEMD / "gatekeeper.service")["Service"]["Type"] == "exec"
+    assert unit(SYSTEMD / "gatekeeper-log-shipper.service")["Service"]["Type"] == "exec"
     for name in ("gatekeeper-log-ship", "gatekeeper-log-purge"):
         assert unit(SYSTEMD / f"{name}.service")["Service"]["Type"] == "oneshot"
         timer = unit(SYSTEMD / f"{name}.timer")

@@ -296,6 +296,7 @@ def log_parser() -> argparse.ArgumentParser:
         (["log", "purge", "--days", "30"], {"log_action": "purge", "days": 30}),
         (["log", "ship", "--once"], {"log_action": "ship", "once": True, "instance": None, "spool_dir": None}),
         (["log", "ship", "--once", "--spool-dir", "/var/spool/gk"], {"spool_dir": "/var/spool/gk"}),
+        (["log", "ship"], {"log_action": "ship", "once": False}),  # continuous: the shipper's own process
     ],
 )
 def test_log_subcommands_parse(argv: list[str], expected: dict[str, object]) -> None:
@@ -303,7 +304,9 @@ def test_log_subcommands_parse(argv: list[str], expected: dict[str, object]) -> 
     assert {k: args[k] for k in expected} == expected
 
 
-@pytest.mark.parametrize("argv", [["log"], ["log", "ship"], ["log", "purge", "--days", "x"], ["log", "rotate"]])
+@pytest.mark.parametrize(
+    "argv", [["log"], ["log", "ship", "--twice"], ["log", "purge", "--days", "x"], ["log", "rotate"]]
+)
 def test_bad_log_subcommands_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         log_parser().parse_args(argv)
