@@ -440,7 +440,7 @@ def test_systemd_accepts_the_units(tmp_path: Path) -> None:
         target = tmp_path / source.name
         target.write_text(source.read_text().replace("/opt/gatekeeper/bin/gatekeeper", str(gatekeeper)))
         units.append(str(target))
-    assert len(units) == 5
+    assert len(units) == 6  # three services, two timers, the shipper service
     verified = run(analyze, "verify", "--man=no", *units)
     assert verified.returncode == 0 and verified.stderr.strip() == "", verified.stderr
     for unit in units:
