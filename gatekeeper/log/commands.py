@@ -11,8 +11,9 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -22,9 +23,10 @@ from gatekeeper.log.outbox import Outbox, OutboxKeys, Spool, default_spool_dir, 
 from gatekeeper.log.record import format_time
 from gatekeeper.log.shipper import Shipper, shipper_client
 from gatekeeper.log.sql import DATABASE_ERRORS, SchemaError
-from gatekeeper.log.store import LogStore
+from gatekeeper.log.store import ChainReport, LogStore, PurgeReport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -91,15 +93,12 @@ def _unavailable(what: str, exc: BaseException, err: TextIO) -> int:
     return EXIT_UNAVAILABLE
 
 
-async def log_verify(
-    settings: Settings, *, instance: str | None = None, out: TextIO | None = None, err: TextIO | None = None
-) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
+async def _with_store(settings: Settings, err: TextIO, work: Callable[[LogStore], Awaitable[T]]) -> T | int:
+    """Run `work` on the opened log; a schema or database problem becomes a message and an exit status."""
     store = LogStore.from_dsn(settings.log.dsn)
     try:
         await store.open()
-        chains = await store.chains()
-        report = await store.verify_chain(instance)
+        return await work(store)
     except SchemaError as exc:
         err.write(f"gatekeeper: {exc}\n")
         return EXIT_USAGE
@@ -107,7 +106,21 @@ async def log_verify(
         return _unavailable(store.db.description, exc, err)
     finally:
         await store.close()
-    out.write(f"decision log in {store.db.description}\n")
+
+
+async def log_verify(
+    settings: Settings, *, instance: str | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+
+    async def verify(store: LogStore) -> tuple[str, dict[str, Any], ChainReport]:
+        return store.db.description, await store.chains(), await store.verify_chain(instance)
+
+    result = await _with_store(settings, err, verify)
+    if isinstance(result, int):
+        return result
+    description, chains, report = result
+    out.write(f"decision log in {description}\n")
     for name, checked in sorted(report.checked.items()):
         state = chains.get(name)
         span = f" (seq {state.base_seq + 1}–{state.head_seq}, {state.purged} purged)" if state else ""
@@ -129,17 +142,13 @@ async def log_purge(
     if keep < 0:
         err.write("gatekeeper: --days must not be negative\n")
         return EXIT_USAGE
-    store = LogStore.from_dsn(settings.log.dsn)
-    try:
-        await store.open()
-        report = await store.purge(days=keep)
-    except SchemaError as exc:
-        err.write(f"gatekeeper: {exc}\n")
-        return EXIT_USAGE
-    except DATABASE_ERRORS as exc:
-        return _unavailable(store.db.description, exc, err)
-    finally:
-        await store.close()
+
+    async def purge(store: LogStore) -> PurgeReport:
+        return await store.purge(days=keep)
+
+    report = await _with_store(settings, err, purge)
+    if isinstance(report, int):
+        return report
     per = ", ".join(f"{name} {n:,}" for name, n in sorted(report.deleted.items()) if n)
     out.write(
         f"purged {report.total:,} decision record(s) from before {format_time(report.cutoff)} "
