@@ -106,6 +106,19 @@ class _Resp(asyncio.Protocol):
         self.transport.write(packed)
         return waiter
 
+    def request_many(self, packed: list[bytes]) -> list[asyncio.Future[Any]]:
+        """Several requests in one write (a pipeline): replies come back in the same order."""
+        loop = asyncio.get_running_loop()
+        waiters = [loop.create_future() for _ in packed]
+        if self.lost or self.transport is None:
+            for waiter in waiters:
+                waiter.set_exception(RedisConnectionError("the connection to Redis is closed"))
+            return waiters
+        now = time.monotonic()
+        self.waiters.extend((now, waiter) for waiter in waiters)
+        self.transport.write(b"".join(packed))
+        return waiters
+
     def stalled(self, after: float) -> bool:
         return bool(self.waiters) and time.monotonic() - self.waiters[0][0] > after
 
@@ -171,6 +184,16 @@ class FastPath:
             text = str(reply)
             raise NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)
         return reply
+
+    async def call_many(self, commands: list[tuple[bytes | str | int, ...]]) -> list[Any]:
+        """Commands written together and answered in order; the first error reply raises (as `call`)."""
+        conn = await self._connection()
+        replies = await asyncio.gather(*conn.request_many([_pack(c) for c in commands]))
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                text = str(reply)
+                raise NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)
+        return replies
 
     async def close(self) -> None:
         if self._conn is not None and self._conn.transport is not None:

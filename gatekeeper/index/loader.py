@@ -336,12 +336,7 @@ class Loader:
     async def _send(self, calls: list[_Call], report: ImportReport) -> None:
         for start in range(0, len(calls), PIPELINE_CALLS):
             chunk = calls[start : start + PIPELINE_CALLS]
-
-            def fill(pipe: Pipeline, chunk: list[_Call] = chunk) -> None:
-                for script, keys, args, _ in chunk:
-                    script.queue(pipe, keys, args)
-
-            replies = await run_pipeline(self.client, fill)
+            replies = await self.index.run_scripts([(script, keys, args) for script, keys, args, _ in chunk])
             for (_, _, _, owner), reply in zip(chunk, replies, strict=True):
                 if owner is None:
                     continue

@@ -105,6 +105,8 @@ class Script:
         pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
+ScriptCall = tuple[Script, Sequence[str], Sequence[bytes | str | int]]  # a script, its keys, its arguments
+
 LOOKUP = Script(scripts.LOOKUP)
 MERGE = Script(scripts.MERGE)
 APPEND = Script(scripts.APPEND)
@@ -274,22 +276,18 @@ class ConsentIndex:
             gen = self._generations.get(tenant)
             expected = gen.encode() if gen else b""
 
-            def fill(
-                pipe: Pipeline, todo: list[int] = pending, gen: Generation | None = gen, expected: bytes = expected
-            ) -> None:
-                if not bulk:
-                    for i in todo:
-                        LOOKUP.queue(pipe, *self._lookup_call(tenant, keys[i], gen))
-                    return
+            calls: list[ScriptCall] = []
+            if bulk:
                 bits = gen.sub_bits if gen else 0
-                for start in range(0, len(todo), BULK_NUMBERS):
+                for start in range(0, len(pending), BULK_NUMBERS):
                     args: list[bytes | str | int] = [self.keys.prefix, tenant, expected]
-                    for i in todo[start : start + BULK_NUMBERS]:
+                    for i in pending[start : start + BULK_NUMBERS]:
                         key = keys[i]
                         args += [key.tag, key.sub(bits), key.field]
-                    LOOKUP_BULK.queue(pipe, [], args)
-
-            replies = await run_pipeline(self.client, fill)
+                    calls.append((LOOKUP_BULK, [], args))
+            else:
+                calls = [(LOOKUP, *self._lookup_call(tenant, keys[i], gen)) for i in pending]
+            replies = await self.run_scripts(calls)
             flat = [r for chunk in replies for r in chunk] if bulk else replies
             retry = []
             for i, reply in zip(pending, flat, strict=True):
@@ -300,6 +298,25 @@ class ConsentIndex:
                 return cast(list[Lookup], results)
             pending = retry
         raise IndexUnavailable(f"the generation of tenant {tenant!r} kept changing during the scrub")
+
+    async def run_scripts(
+        self, calls: Sequence[tuple[Script, Sequence[str], Sequence[bytes | str | int]]]
+    ) -> list[Any]:
+        """Script calls in one round trip: over the pipelined hiredis connection on a standalone Redis (the
+        commands packed in C), else as a redis-py pipeline (Cluster, Sentinel)."""
+        if self.fast is not None:
+            commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
+            try:
+                return await self.fast.call_many(commands)
+            except NoScriptError:
+                await self.load_scripts()
+                return await self.fast.call_many(commands)
+
+        def fill(pipe: Pipeline) -> None:
+            for script, keys, args in calls:
+                script.queue(pipe, keys, args)
+
+        return await run_pipeline(self.client, fill)
 
     # -- single writes (write-through) ---------------------------------------------------------------
 
