@@ -193,17 +193,10 @@ class Loader:
         if current is not None and text(current) == target.lock_token:
             await self.client.delete(key)
 
-    async def _pointer_fields(self, fields: list[str]) -> list[list[Any]]:
-        def fill(pipe: Pipeline) -> None:
-            for tag in ALL_TAGS:
-                pipe.hmget(self.keys.pointer(tag), fields)
-
-        return await run_pipeline(self.client, fill)
-
     async def _clean_stale_build(self, tenant: str) -> None:
         """Delete what a crashed snapshot import of the tenant left behind (its build marker and keys)."""
         build_field = tenant + BUILD_SUFFIX
-        replies = await self._pointer_fields([build_field])
+        replies = await self.index.pointer_fields([build_field])
         stale = [(tag, Generation.decode(r[0])) for tag, r in zip(ALL_TAGS, replies, strict=True) if r[0]]
         if not stale:
             return
@@ -243,7 +236,7 @@ class Loader:
 
     async def _current(self, tenant: str) -> Generation | None:
         """The tenant's current generation; refuses when tags disagree (an interrupted switch)."""
-        replies = await self._pointer_fields([tenant])
+        replies = await self.index.pointer_fields([tenant])
         gens = {r[0] for r in replies}
         if len(gens) > 1:
             raise ImportRefused(
@@ -347,7 +340,7 @@ class Loader:
 
     async def _switch(self, target: _Target, result: TenantResult, now: dt.datetime, source: str) -> None:
         tenant, gen = target.tenant, target.generation
-        replies = await self._pointer_fields([tenant])
+        replies = await self.index.pointer_fields([tenant])
         value = gen.encode()
         build_field = tenant + BUILD_SUFFIX
 

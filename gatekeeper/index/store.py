@@ -451,14 +451,18 @@ class ConsentIndex:
     async def _tenant_names(self) -> set[str]:
         return {text(k) for k in await self.client.hkeys(self.keys.tenants)}
 
-    async def pointer_state(self, tenant: str) -> dict[str, tuple[Generation | None, Generation | None]]:
-        """Per tag: (current, being built) generation of a tenant; for operators and tests."""
+    async def pointer_fields(self, fields: list[str]) -> list[list[Any]]:
+        """The given fields of every tag's generation pointer, in ALL_TAGS order (one pipeline)."""
 
         def fill(pipe: Pipeline) -> None:
             for tag in ALL_TAGS:
-                pipe.hmget(self.keys.pointer(tag), [tenant, tenant + BUILD_SUFFIX])
+                pipe.hmget(self.keys.pointer(tag), fields)
 
-        replies = await run_pipeline(self.client, fill)
+        return await run_pipeline(self.client, fill)
+
+    async def pointer_state(self, tenant: str) -> dict[str, tuple[Generation | None, Generation | None]]:
+        """Per tag: (current, being built) generation of a tenant; for operators and tests."""
+        replies = await self.pointer_fields([tenant, tenant + BUILD_SUFFIX])
         return {
             tag: (Generation.decode(cur), Generation.decode(build))
             for tag, (cur, build) in zip(ALL_TAGS, replies, strict=True)

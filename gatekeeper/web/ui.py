@@ -414,27 +414,31 @@ class Ui:
             return self.compliance.objection_input(fields.get("tenant", ""), None, number, reference)
         return self.compliance.erasure_input(number, reference)
 
-    async def change_confirm(self, request: web.Request) -> web.Response:
+    async def _change_input(self, request: web.Request) -> tuple[str, Any, dict[str, str], Any] | web.Response:
+        """The posted objection/erasure form, checked: (kind, session, values, input), or the form page
+        again with the reason it did not validate."""
         kind, permission = self._kind(request)
         session = self.require(request, permission)
         fields = await self.form(request, session)
         values = {k: fields.get(k, "").strip() for k in ("tenant", "number", "reference")}
         try:
-            item = self._validate(kind, values)
+            return kind, session, values, self._validate(kind, values)
         except ApiError as exc:
             return self._change_form(request, session, kind, status=400, error=exc.message, values=values)
+
+    async def change_confirm(self, request: web.Request) -> web.Response:
+        checked = await self._change_input(request)
+        if isinstance(checked, web.Response):
+            return checked
+        kind, session, values, item = checked
         return self.render(request, "confirm.html", session, nav=kind, kind=kind, values=values,
                            masked=self.compliance.mask(item.e164), page_url=f"/{kind}")  # fmt: skip
 
     async def change(self, request: web.Request) -> web.Response:
-        kind, permission = self._kind(request)
-        session = self.require(request, permission)
-        fields = await self.form(request, session)
-        values = {k: fields.get(k, "").strip() for k in ("tenant", "number", "reference")}
-        try:
-            item = self._validate(kind, values)
-        except ApiError as exc:
-            return self._change_form(request, session, kind, status=400, error=exc.message, values=values)
+        checked = await self._change_input(request)
+        if isinstance(checked, web.Response):
+            return checked
+        kind, session, _, item = checked
         if kind == "objections":
             done = await self.compliance.object(session.principal, "ui", item)
         else:
