@@ -18,9 +18,10 @@ import redis.asyncio as aioredis
 
 from bench.common import consent_rows, mobile, percentiles, save, us, write_csv
 from gatekeeper.cli import main
+from gatekeeper.compose import dry_gate
 from gatekeeper.config import Settings, parse
 from gatekeeper.devservers import PrivateRedis
-from gatekeeper.gate import CallRequest, Gate
+from gatekeeper.gate import CallRequest
 from gatekeeper.index.loader import Loader
 from gatekeeper.index.store import ConsentIndex
 
@@ -44,7 +45,7 @@ async def decision_latency(url: str, records: int, calls: int) -> dict[str, Any]
     with tempfile.TemporaryDirectory() as tmp:
         await Loader(index).load(write_csv(Path(tmp) / "c.csv", consent_rows(records)), region="NL", replace=True)
     await index.warm()
-    gate = Gate(settings, index)
+    gate = dry_gate(settings, index)
     rng = random.Random(1)
     requests = [
         CallRequest(mobile(rng.randrange(records * 2)), "acme-sales", "+31201234567", 0, AT) for _ in range(calls)

@@ -2,7 +2,9 @@
 
 Asterisk starts one process per call and talks to it over stdin/stdout. pyst2's `AGI` class reads the
 environment and holds the streams; commands are formatted and replies parsed by gatekeeper's own
-protocol module (the same as FastAGI's), the decision is the gate's. pyst2 writes every environment
+protocol module (the same as FastAGI's), the decision is the gate's, and its record goes to this instance's
+decision-log outbox (or its spool: `[log] spool_dir` must be writable by the Asterisk user) before the
+verdict is set, as for every other adapter. pyst2 writes every environment
 line (the dialled number among them) to stderr, which Asterisk copies into its log, so its stderr goes
 nowhere here.
 
@@ -22,11 +24,13 @@ from typing import TextIO
 
 from asterisk.agi import AGI
 
+from gatekeeper.compose import command_gate
 from gatekeeper.config import ConfigError, Settings, load
+from gatekeeper.contract import GATEKEEPER_CAMPAIGN, Source
 from gatekeeper.fastagi import protocol
-from gatekeeper.fastagi.call import TRUE_VALUES, verdict_variables
+from gatekeeper.fastagi.call import TRUE_VALUES
 from gatekeeper.fastagi.protocol import AgiEnvironment, Hangup, ReplyParser, Success
-from gatekeeper.gate import CallRequest, Gate
+from gatekeeper.gate import CallRequest, Clock, wall_clock
 from gatekeeper.index.store import ConsentIndex
 
 log = logging.getLogger("gatekeeper.agi")
@@ -64,7 +68,7 @@ def request_from(env: AgiEnvironment, params: Mapping[str, str], campaign_variab
         presentation=env.callingpres,
         callback_requested=params.get("callback", "").lower() in TRUE_VALUES,
         uniqueid=env.uniqueid,
-        source="agi",
+        source=Source.AGI,
     )
 
 
@@ -88,16 +92,19 @@ class Channel:
                 return reply
 
 
-async def decide(settings: Settings, request: CallRequest) -> list[tuple[str, str]]:
+async def decide(settings: Settings, request: CallRequest, clock: Clock = wall_clock) -> list[tuple[str, str]]:
+    """The verdict variables, once the decision's record is in this instance's outbox (or its spool)."""
     index = ConsentIndex.from_settings(settings.index)
     try:
-        result = await Gate(settings, index).check(request)
+        record = await command_gate(settings, index, clock=clock).check(request)
     finally:
         await index.close()
-    return verdict_variables(result)
+    return record.channel_variables()
 
 
-def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, environ: Mapping[str, str]) -> int:
+def run(
+    argv: Sequence[str], stdin: TextIO, stdout: TextIO, environ: Mapping[str, str], *, clock: Clock = wall_clock
+) -> int:
     agi = AGI(stdin=stdin, stdout=stdout, stderr=_Discard())
     env = environment(agi.env)
     params = parse_args(argv)
@@ -109,10 +116,10 @@ def run(argv: Sequence[str], stdin: TextIO, stdout: TextIO, environ: Mapping[str
         return EXIT_FAILED
     variable = ""
     if "campaign" not in params:
-        reply = channel.command(protocol.get_variable(protocol.GATEKEEPER_CAMPAIGN))
+        reply = channel.command(protocol.get_variable(GATEKEEPER_CAMPAIGN))
         if isinstance(reply, Success) and reply.data:
             variable = reply.data
-    variables = asyncio.run(decide(settings, request_from(env, params, variable)))
+    variables = asyncio.run(decide(settings, request_from(env, params, variable), clock))
     reply = channel.command(protocol.exec_mset(variables))
     return EXIT_OK if isinstance(reply, Success | protocol.DeadChannel) else EXIT_FAILED
 

@@ -22,16 +22,18 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from gatekeeper import __version__, logs
+from gatekeeper.compose import command_gate, dry_gate
 from gatekeeper.config import ConfigError, Settings, load
-from gatekeeper.core.model import Decision, NumberKind, Verdict
+from gatekeeper.core.model import Decision, NumberKind
 from gatekeeper.core.numbers import normalise
 from gatekeeper.core.policy import zone
 from gatekeeper.demo import run_demo
-from gatekeeper.gate import CallRequest, Gate, GateDecision
+from gatekeeper.gate import CallRequest, EvidenceError
 from gatekeeper.index.loader import ImportRefused, ImportReport, Loader
 from gatekeeper.index.rows import ImportFileError, count_lines
 from gatekeeper.index.store import ConsentIndex, is_unavailable
-from gatekeeper.log.commands import add_log_parser, cli_recorder, cmd_log
+from gatekeeper.log.commands import add_log_parser, cmd_log
+from gatekeeper.record import DecisionRecord
 from gatekeeper.serve import serve
 
 EXIT_OK, EXIT_BLOCK, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -149,17 +151,16 @@ async def _with_index(settings: Settings, work: Callable[[ConsentIndex], Awaitab
         await index.close()
 
 
-def _print_decision(result: GateDecision, as_json: bool, out: TextIO) -> None:
+def _print_decision(record: DecisionRecord, as_json: bool, out: TextIO) -> None:
     if as_json:
-        out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+        out.write(json.dumps(record.public_json(), ensure_ascii=False) + "\n")
         return
-    d = result.decision
-    shown = "ALLOW (monitor: would block)" if d.would_block else d.verdict.value.upper()
-    regime = f", regime {d.regime}" if d.regime else ""
-    out.write(f"{shown} {d.reason.value}  [{result.masked_number}, campaign {result.request.campaign}{regime}]\n")
-    out.write(f"  {d.explanation}\n")
-    if result.index_error:
-        out.write(f"  (index error: {result.index_error})\n")
+    shown = "ALLOW (monitor: would block)" if record.would_block else record.verdict.value.upper()
+    regime = f", regime {record.regime}" if record.regime else ""
+    out.write(f"{shown} {record.reason.value}  [{record.number_masked}, campaign {record.campaign}{regime}]\n")
+    out.write(f"  {record.explanation}\n")
+    if record.index_error:
+        out.write(f"  (index error: {record.index_error})\n")
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -167,22 +168,18 @@ def _print_decision(result: GateDecision, as_json: bool, out: TextIO) -> None:
 
 async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     at = _parse_at(args.at, settings, args.campaign)
-    request = CallRequest(
-        dialled=args.number,
-        campaign=args.campaign,
-        caller_id=args.caller_id,
-        at=at,
-        source="cli",
-    )
+    request = CallRequest(dialled=args.number, campaign=args.campaign, caller_id=args.caller_id, at=at)
 
     async def work(index: ConsentIndex) -> int:
-        gate = Gate(settings, index, budget=max(settings.index.timeout, 2.0))
-        if args.record:
-            gate.recorder = cli_recorder(settings, index)
-        result = await gate.check(request)
-        await gate.drain()
-        _print_decision(result, args.json, sys.stdout)
-        return EXIT_OK if result.decision.verdict is Verdict.ALLOW else EXIT_BLOCK
+        budget = max(settings.index.timeout, 2.0)
+        make = command_gate if args.record else dry_gate
+        try:
+            record = await make(settings, index, budget=budget).check(request)
+        except EvidenceError as exc:
+            sys.stderr.write(f"gatekeeper: {exc}; no verdict is given without its record\n")
+            return EXIT_UNAVAILABLE
+        _print_decision(record, args.json, sys.stdout)
+        return EXIT_OK if record.allowed else EXIT_BLOCK
 
     return await _with_index(settings, work)
 
@@ -240,7 +237,7 @@ async def cmd_scrub(settings: Settings, args: argparse.Namespace) -> int:
     at = _parse_at(args.at, settings, args.campaign) or dt.datetime.now(dt.UTC)
 
     async def work(index: ConsentIndex) -> int:
-        gate = Gate(settings, index, budget=30.0)
+        gate = dry_gate(settings, index, budget=30.0)
         counts: dict[str, int] = {}
         with (
             source.open(newline="", encoding="utf-8-sig") as fin,

@@ -138,6 +138,11 @@ class LogSettings:
     def redacted_dsn(self) -> str:
         return redact_url(self.dsn)
 
+    @property
+    def instance_name(self) -> str:
+        """`instance`, or the host name: the name this gatekeeper's decision records carry."""
+        return self.instance or os.uname().nodename or "gatekeeper"
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:

@@ -1,43 +1,52 @@
 """The gate: the one place that combines I/O with the pure core.
 
-normalise -> screen (rules that need no facts) -> one index lookup under a time budget -> decide ->
-hand the decision to the listeners (log, metrics). Every adapter (FastAGI, ARI, AGI script, CLI, HTTP)
-calls `Gate.check`; none contains policy.
+normalise -> screen (rules that need no facts) -> one index lookup under a time budget -> decide -> the
+decision record -> the recorder keeps it durably -> the listeners (metrics, structured log) -> the verdict.
+
+`Gate.check` returns only once the record is kept (a Redis XADD acknowledged, or a line fsynced to the
+local spool), so no adapter can answer the PBX before the evidence exists; when the record cannot be kept
+anywhere it raises `EvidenceError` and the adapter leaves the call without a verdict (the dialplan then
+blocks it). Every gate is built by the composition root (`gatekeeper.compose`) with its recorder, its
+listeners and its clock as constructor arguments; nothing is attached afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from gatekeeper.config import Settings
-from gatekeeper.core.model import Call, Campaign, Decision, Number, NumberKind
+from gatekeeper.contract import IndexFailure, Source
+from gatekeeper.core.model import Call, Decision, NumberKind
 from gatekeeper.core.numbers import normalise
 from gatekeeper.core.policy import Pending, screen
-from gatekeeper.index.store import ConsentIndex, Lookup, is_unavailable
+from gatekeeper.index.store import ConsentIndex, Lookup, failure_of
+from gatekeeper.record import DecisionRecord, EvidenceError, new_decision_id, representable
 
 log = logging.getLogger(__name__)
+__all__ = ["NOT_RECORDED", "CallRequest", "Clock", "EvidenceError", "Gate", "Listener", "Recorder", "wall_clock"]
 
-# RFC 4648 base32 to Crockford's alphabet (no I, L, O, U): ids sort like the times they start with.
-_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+Clock = Callable[[], dt.datetime]
 
 
-def new_decision_id(now: float | None = None) -> str:
-    """A 26-character, time-ordered identifier: 48 bits of milliseconds, then 80 random bits."""
-    ms = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
-    return base64.b32encode(ms.to_bytes(6) + os.urandom(10))[:26].translate(_CROCKFORD).decode()
+def wall_clock() -> dt.datetime:
+    """The real time (UTC): production's clock. Tests pass a pinned one."""
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
 class CallRequest:
-    """What an adapter knows about a call. `at` None means now."""
+    """What an adapter knows about a call. `at` None means the gate's clock.
+
+    Made representable on construction: whatever bytes a PBX or client sent (a raw 0xFF decoded with
+    surrogateescape, a NUL, an unpaired surrogate from JSON), every text field is valid Unicode without
+    NUL afterwards, so the decision record can always be written.
+    """
 
     dialled: str
     campaign: str
@@ -47,68 +56,43 @@ class CallRequest:
     callback_requested: bool = False
     uniqueid: str = ""
     linkedid: str = ""
-    source: str = "cli"
+    source: str = Source.CLI
+
+    def __post_init__(self) -> None:
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                clean = representable(value)
+                if clean is not value:
+                    object.__setattr__(self, name, clean)
 
 
-@dataclass(frozen=True, slots=True)
-class GateDecision:
-    id: str
-    decision: Decision
-    request: CallRequest = field(repr=False)
-    campaign: Campaign | None
-    number: Number = field(repr=False)
-    number_hash: str | None
-    at: dt.datetime
-    generation: int | None = None
-    latency: float = 0.0  # seconds, request to verdict
-    index_error: str | None = None  # why the index could not answer (fail closed), e.g. "timeout"
-    looked_up: bool = False
-
-    @property
-    def tenant(self) -> str | None:
-        return self.campaign.tenant if self.campaign is not None else None
-
-    @property
-    def masked_number(self) -> str:
-        return self.number.masked
-
-    def to_json(self) -> dict[str, Any]:
-        """The public JSON form (CLI `check --json`, HTTP API)."""
-        d = self.decision
-        return {
-            "decision_id": self.id,
-            "verdict": d.verdict.value,
-            "reason": d.reason.value,
-            "would_block": d.would_block,
-            "regime": d.regime,
-            "explanation": d.explanation,
-            "rule": d.rule,
-            "basis_reference": d.basis_reference,
-            "campaign": self.request.campaign,
-            "tenant": self.tenant,
-            "number": self.masked_number,
-            "number_hash": self.number_hash,
-            "at": self.at.isoformat(),
-            "generation": self.generation,
-            "latency_ms": round(self.latency * 1000, 3),
-        }
+_TEXT_FIELDS = ("dialled", "campaign", "caller_id", "uniqueid", "linkedid", "source")
 
 
 class Listener(Protocol):
-    """Told about every decision, synchronously and cheaply (metrics, structured log)."""
+    """Told about every kept decision, synchronously and cheaply (metrics, structured log)."""
 
-    def __call__(self, decision: GateDecision, /) -> None: ...
+    def __call__(self, record: DecisionRecord, /) -> None: ...
 
 
 class Recorder(Protocol):
     """Keeps the evidence of every decision (the decision log's outbox).
 
-    `append` must not raise: when its store is down it keeps the record elsewhere (a local spool) and
-    replays it later. The gate starts it as a task as soon as the verdict is known, so the PBX gets its
-    answer without waiting for the write; `Gate.drain` waits for the writes in flight (shutdown).
+    `keep` returns once the record is durably accepted; it raises `EvidenceError` when no store took it.
     """
 
-    async def append(self, decision: GateDecision, /) -> None: ...
+    async def keep(self, record: DecisionRecord, /) -> None: ...
+
+
+class NotRecorded:
+    """The recorder of dry runs (`check` without `--record`, the API's `record: false`, demo scenarios)."""
+
+    async def keep(self, record: DecisionRecord, /) -> None:
+        return None
+
+
+NOT_RECORDED = NotRecorded()
 
 
 class Gate:
@@ -116,92 +100,98 @@ class Gate:
         self,
         settings: Settings,
         index: ConsentIndex,
+        recorder: Recorder,
         *,
+        listeners: Sequence[Listener] = (),
+        clock: Clock = wall_clock,
         budget: float | None = None,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.settings = settings
         self.index = index
-        self.budget = settings.index.timeout if budget is None else budget
+        self.recorder = recorder
+        self.listeners = tuple(listeners)
         self.clock = clock
-        self.listeners: list[Listener] = []
-        self.recorder: Recorder | None = None
-        self._writes: set[asyncio.Task[None]] = set()
+        self.budget = settings.index.timeout if budget is None else budget
+        self.instance = settings.log.instance_name
 
-    def number_for(self, request: CallRequest, campaign: Campaign | None) -> Number:
-        return normalise(request.dialled, self.settings.region_for(campaign), self.settings.numbers)
+    async def check(self, request: CallRequest, *, budget: float | None = None) -> DecisionRecord:
+        """Decide one call and keep its record. `budget` bounds the index lookup; after it, fail closed.
 
-    async def check(self, request: CallRequest, *, budget: float | None = None) -> GateDecision:
-        """Decide one call. `budget` bounds the index lookup (default: the gate's); after it, fail closed."""
+        Raises `EvidenceError` when the record could not be kept (the call must then get no verdict).
+        """
         started = time.perf_counter()
         at = request.at or self.clock()
         campaign = self.settings.campaign(request.campaign)
-        number = self.number_for(request, campaign)
-        call = Call(number, at, request.caller_id, request.presentation, request.callback_requested)
-        screened = screen(call, campaign, request.campaign)
+        number = normalise(request.dialled, self.settings.region_for(campaign), self.settings.numbers)
+        screened = screen(
+            Call(number, at, request.caller_id, request.presentation, request.callback_requested),
+            campaign,
+            request.campaign,
+        )
         lookup: Lookup | None = None
-        error: str | None = None
+        failure: IndexFailure | None = None
         if isinstance(screened, Pending):
             try:
                 async with asyncio.timeout(self.budget if budget is None else budget):
                     lookup = await self.index.lookup(screened.tenant, screened.e164)
             except Exception as exc:
-                if not is_unavailable(exc):
-                    log.exception("unexpected error from the consent index; failing closed")
-                error = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+                failure = failure_of(exc)
+                if failure is IndexFailure.OTHER:
+                    log.error("unexpected error from the consent index; failing closed", exc_info=exc)
             decision = screened.decide(lookup.facts if lookup is not None else None)
         else:
             decision = screened
-        return self._finish(request, campaign, number, at, decision, lookup, error, started)
-
-    def _finish(
-        self,
-        request: CallRequest,
-        campaign: Campaign | None,
-        number: Number,
-        at: dt.datetime,
-        decision: Decision,
-        lookup: Lookup | None,
-        error: str | None,
-        started: float,
-    ) -> GateDecision:
         if lookup is not None:
             number_hash: str | None = lookup.key.hash_hex
         elif number.kind is NumberKind.VALID and number.e164 is not None:
             number_hash = self.index.keys.number_hash(number.e164)
         else:
             number_hash = None
-        result = GateDecision(
-            id=new_decision_id(),
-            decision=decision,
-            request=request,
-            campaign=campaign,
-            number=number,
-            number_hash=number_hash,
-            at=at,
-            generation=lookup.generation if lookup is not None else None,
-            latency=time.perf_counter() - started,
-            index_error=error,
-            looked_up=lookup is not None or error is not None,
-        )
-        self._publish(result)
-        return result
-
-    def _publish(self, result: GateDecision) -> None:
-        if self.recorder is not None:
-            task = asyncio.get_running_loop().create_task(self.recorder.append(result))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+        record = self._record(request, campaign.tenant if campaign else None, number.masked, number_hash, at,
+                              decision, lookup, failure, started)  # fmt: skip
+        await self.recorder.keep(record)
         for listener in self.listeners:
             try:
-                listener(result)
+                listener(record)
             except Exception:
                 log.exception("decision listener failed")
+        return record
 
-    async def drain(self) -> None:
-        """Wait until every decision made so far has been handed to the recorder."""
-        while self._writes:
-            await asyncio.gather(*list(self._writes), return_exceptions=True)
+    def _record(
+        self,
+        request: CallRequest,
+        tenant: str | None,
+        number_masked: str,
+        number_hash: str | None,
+        at: dt.datetime,
+        decision: Decision,
+        lookup: Lookup | None,
+        failure: IndexFailure | None,
+        started: float,
+    ) -> DecisionRecord:
+        latency = time.perf_counter() - started
+        return DecisionRecord(
+            decision_id=new_decision_id(time.time()),
+            at=at.astimezone(dt.UTC),
+            instance=self.instance,
+            campaign=request.campaign,
+            tenant=tenant,
+            number_masked=number_masked,
+            number_hash=number_hash,
+            verdict=decision.verdict,
+            reason=decision.reason,
+            would_block=decision.would_block,
+            regime=decision.regime,
+            explanation=decision.explanation,
+            basis_reference=decision.basis_reference,
+            rule=decision.rule,
+            generation=lookup.generation if lookup is not None else None,
+            uniqueid=request.uniqueid,
+            linkedid=request.linkedid,
+            source=request.source,
+            latency_us=round(latency * 1_000_000),
+            index_error=failure.value if failure is not None else None,
+        )
 
     async def check_many(self, campaign_id: str, dialled: Sequence[str], at: dt.datetime) -> list[Decision]:
         """Decide a list of numbers for one campaign at one time with batched lookups (pre-campaign scrub).
@@ -220,7 +210,7 @@ class Gate:
                 async with asyncio.timeout(self.budget):
                     found = await self.index.lookup_many(todo[0].tenant, [p.e164 for p in todo])
             except Exception as exc:
-                if not is_unavailable(exc):
+                if failure_of(exc) is IndexFailure.OTHER:
                     raise
                 log.warning("the consent index did not answer a scrub batch: %s", type(exc).__name__)
         facts = iter([lookup.facts for lookup in found] if found is not None else [None] * len(todo))

@@ -24,8 +24,8 @@ import sys
 from typing import Any, Final, TextIO
 
 from gatekeeper.core.model import Verdict
-from gatekeeper.gate import GateDecision
 from gatekeeper.metrics import Metrics
+from gatekeeper.record import DecisionRecord
 
 FORMATS: Final = ("text", "json")
 LEVELS: Final = ("debug", "info", "warning", "error")
@@ -236,34 +236,20 @@ class DecisionLogger:
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger if logger is not None else logging.getLogger(DECISIONS_LOGGER)
 
-    def __call__(self, result: GateDecision, /) -> None:
-        d = result.decision
-        level = logging.INFO if d.verdict is Verdict.BLOCK or d.would_block else logging.DEBUG
+    def __call__(self, record: DecisionRecord, /) -> None:
+        level = logging.INFO if record.verdict is Verdict.BLOCK or record.would_block else logging.DEBUG
         if not self.log.isEnabledFor(level):
-            return  # the common case for allows: no record built at all
-        fields = {
-            "decision_id": result.id,
-            "campaign": result.request.campaign,
-            "tenant": result.tenant,
-            "number": result.masked_number,
-            "verdict": d.verdict.value,
-            "reason": d.reason.value,
-            "would_block": d.would_block,
-            "latency_ms": round(result.latency * 1000, 3),
-            "generation": result.generation,
-            "source": result.request.source,
-            "index_error": result.index_error,
-        }
+            return  # the common case for allows: no log record built at all
         self.log.log(
             level,
-            "%s %s: campaign %s, number %s (decision %s, %.3f ms)",
-            d.verdict.value.upper(),
-            d.reason.value,
-            result.request.campaign,
-            result.masked_number,
-            result.id,
-            result.latency * 1000,
-            extra=fields,
+            "%s %s: campaign %s, number %s (decision %s, %d µs)",
+            record.verdict.value.upper(),
+            record.reason.value,
+            record.campaign,
+            record.number_masked,
+            record.decision_id,
+            record.latency_us,
+            extra=record.log_fields(),
         )
 
 

@@ -14,36 +14,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from gatekeeper import __version__
 from gatekeeper.config import Settings
-from gatekeeper.core.model import Reason, Verdict
-from gatekeeper.gate import GateDecision
+from gatekeeper.contract import IndexFailure, Reason, SessionOutcome, Source, Verdict
+from gatekeeper.core.policy import FIRST_FACT_RULE
+from gatekeeper.record import DecisionRecord
 
 UNKNOWN_CAMPAIGN = "_unknown"
 # 50 µs to 1 s: the decision itself is well under a millisecond; the tail shows Redis trouble.
 LATENCY_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
-INDEX_ERROR_KINDS = ("timeout", "connection", "response", "other")
-SOURCES = ("fastagi", "ari", "agi", "api", "cli")
-# The `outcome` label of gatekeeper_fastagi_sessions_total (gatekeeper.fastagi.server.Outcome; a unit test
-# keeps the two equal: this module cannot import the server, which imports it).
-FASTAGI_OUTCOMES = ("decided", "denied", "overload", "protocol-error", "timeout", "closed", "error")
+INDEX_ERROR_KINDS = tuple(kind.value for kind in IndexFailure)
+SOURCES = tuple(source.value for source in Source)
+FASTAGI_OUTCOMES = tuple(outcome.value for outcome in SessionOutcome)
 # The `logger` label of gatekeeper_log_messages_total: the part of gatekeeper that logged (the second
 # component of the logger name), `other` for everything else (aiohttp, asyncio, redis).
 LOG_SOURCES = ("agi", "ari", "cli", "fastagi", "gate", "index", "log", "serve", "service", "web", "other")
 LOG_LEVELS = ("warning", "error")
-
-
-def index_error_kind(error: str | None) -> str:
-    """Map an exception name from the gate onto the bounded `kind` label."""
-    if error is None:
-        return "other"
-    if error == "timeout" or "Timeout" in error:
-        return "timeout"
-    if "Connection" in error or error in ("OSError", "ConnectionRefusedError", "BusyLoadingError"):
-        return "connection"
-    if "Response" in error or "NoScript" in error or error == "IndexUnavailable":
-        return "response"
-    return "other"
 
 
 def log_source(logger: str) -> str:
@@ -169,27 +155,29 @@ class Metrics:
     def campaign_label(self, campaign: str) -> str:
         return campaign if campaign in self.campaigns else UNKNOWN_CAMPAIGN
 
-    def observe(self, result: GateDecision) -> None:
+    def observe(self, record: DecisionRecord) -> None:
         """A gate listener: count the decision and its latency (children cached: this runs on every call)."""
-        d = result.decision
-        campaign = self.campaign_label(result.request.campaign)
-        key = (d.verdict, d.reason, campaign)
+        campaign = self.campaign_label(record.campaign)
+        key = (record.verdict, record.reason, campaign)
         counter = self._decision_children.get(key)
         if counter is None:
-            counter = self._decision_children[key] = self.decisions.labels(d.verdict.value, d.reason.value, campaign)
+            counter = self._decision_children[key] = self.decisions.labels(
+                record.verdict.value, record.reason.value, campaign
+            )
         counter.inc()
-        if d.would_block:
-            self.would_block.labels(d.reason.value, campaign).inc()
-        source = result.request.source
-        histogram = self._duration_children.get(source)
+        if record.would_block:
+            self.would_block.labels(record.reason.value, campaign).inc()
+        histogram = self._duration_children.get(record.source)
         if histogram is None:
-            histogram = self._duration_children[source] = self.duration.labels(source if source in SOURCES else "cli")
-        histogram.observe(result.latency)
-        if d.reason is Reason.INDEX_UNAVAILABLE:
+            source = record.source if record.source in SOURCES else Source.CLI.value
+            histogram = self._duration_children[record.source] = self.duration.labels(source)
+        histogram.observe(record.latency_us / 1e6)
+        if record.reason is Reason.INDEX_UNAVAILABLE:
             self.fail_closed.labels(campaign).inc()
-            self.index_errors.labels(index_error_kind(result.index_error)).inc()
+            kind = record.index_error if record.index_error in INDEX_ERROR_KINDS else IndexFailure.OTHER
+            self.index_errors.labels(kind).inc()
             self.index_up.set(0)
-        elif result.looked_up:
+        elif record.rule >= FIRST_FACT_RULE:  # the index answered this decision's lookup
             self.index_up.set(1)
 
     def index_reachable(self, reachable: bool) -> None:

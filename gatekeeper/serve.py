@@ -1,41 +1,14 @@
-"""Assemble and run `gatekeeper serve`: the service and the components the configuration asks for."""
+"""Run `gatekeeper serve`: the service the composition root builds, on uvloop when it is installed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from prometheus_client import CollectorRegistry
-
-from gatekeeper.ari.app import AriApplication
+from gatekeeper.compose import build_service
 from gatekeeper.config import Settings
-from gatekeeper.fastagi.server import FastAgiServer
-from gatekeeper.log import LogStore, Outbox, Shipper
-from gatekeeper.logs import DecisionLogger
-from gatekeeper.service import Service
-from gatekeeper.web import setup_web
 
 log = logging.getLogger(__name__)
-
-
-def build(settings: Settings, *, registry: CollectorRegistry | None = None) -> Service:
-    service = Service(settings, registry=registry)
-    service.gate.listeners.append(DecisionLogger())
-    # The decision log: the gate appends every decision to the outbox (a Redis stream, or the local spool
-    # while Redis is down); the shipper moves the records into SQL. The outbox starts before the adapters
-    # and stops after them, so every call they decide is recorded.
-    outbox = Outbox.from_settings(settings, service.index.client, fast=service.index.fast)
-    service.gate.recorder = outbox
-    service.add(outbox)
-    if settings.log.ship_in_serve:
-        service.add(Shipper.from_settings(settings, metrics=service.metrics))
-    service.add(FastAgiServer(settings.fastagi, service.gate, service.metrics))
-    if settings.ari is not None:
-        service.add(AriApplication(settings.ari, service.gate, service.metrics))
-    # The HTTP API and the compliance UI read the SQL log through their own connection (closed with the app).
-    web_log = LogStore.from_dsn(settings.log.dsn)
-    setup_web(service, web_log, web_log)
-    return service
 
 
 def install_uvloop() -> bool:
@@ -51,5 +24,5 @@ def install_uvloop() -> bool:
 def serve(settings: Settings) -> int:
     if install_uvloop():
         log.info("using uvloop")
-    asyncio.run(build(settings).run())
+    asyncio.run(build_service(settings).run())
     return 0

@@ -20,16 +20,15 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from gatekeeper.compose import build_service
 from gatekeeper.config import Settings
 from gatekeeper.core.policy import zone
 from gatekeeper.index.loader import Loader
-from gatekeeper.log.outbox import Outbox, OutboxKeys, instance_name
+from gatekeeper.log.outbox import OutboxKeys
 from gatekeeper.log.query import AuditEntry, LogReader
 from gatekeeper.log.shipper import Shipper, shipper_client
 from gatekeeper.log.store import LogStore
-from gatekeeper.serve import build
 from gatekeeper.service import Service
-from gatekeeper.web import WEB_KEY, setup_web
 from gatekeeper.web.auth import hash_token
 from tests.conftest import make_settings, write_csv
 from tests.pg import shared_postgres
@@ -103,8 +102,7 @@ class WebService:
         return next(c for c in self.service.components if c.name == "fastagi").port  # type: ignore[attr-defined,no-any-return]
 
     async def sync(self) -> None:
-        """Every decision made so far is in SQL when this returns."""
-        await self.service.gate.drain()
+        """Every decision made so far is in SQL when this returns (each was in the outbox before its answer)."""
         await self.shipper.ship_once()
 
     async def request(
@@ -144,10 +142,7 @@ def wire_log(service: Service, settings: Settings) -> Shipper:
     if isinstance(existing, Shipper):
         existing.block = 0.05
         return existing
-    outbox = Outbox.from_settings(settings, service.index.client)
-    service.gate.recorder = outbox
-    service.add(outbox)
-    keys = OutboxKeys(settings.index.prefix, instance_name(settings))
+    keys = OutboxKeys(settings.index.prefix, settings.log.instance_name)
     shipper = Shipper(
         shipper_client(settings, block=0.05),
         LogStore.from_dsn(settings.log.dsn),
@@ -166,11 +161,8 @@ async def start_web(
     settings: Settings, tmp_path: Path, *, rows: list[str] | None = None, open_log: bool = True
 ) -> WebService:
     """The service on loopback with `rows` (default `ROWS`) loaded; `open_log=False` for an unreachable log."""
-    service = build(settings, registry=CollectorRegistry())
-    service.gate.clock = moving_clock(call_time(settings))
+    service = build_service(settings, registry=CollectorRegistry(), clock=moving_clock(call_time(settings)))
     shipper = wire_log(service, settings)
-    if WEB_KEY not in service.web:
-        setup_web(service, LogReader.from_dsn(settings.log.dsn), LogStore.from_dsn(settings.log.dsn))
     if rows is None:
         rows = ROWS
     if rows:

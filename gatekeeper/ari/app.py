@@ -45,16 +45,22 @@ from yarl import URL
 from gatekeeper.ari import rest
 from gatekeeper.ari.events import AriEventError, Channel, StasisStart, UnknownEvent, parse_event
 from gatekeeper.config import AriSettings, redact_url
-from gatekeeper.core.model import Verdict
-from gatekeeper.gate import CallRequest, Gate, GateDecision
+from gatekeeper.contract import (
+    GATEKEEPER_CAMPAIGN,
+    GATEKEEPER_DECISION_ID,
+    GATEKEEPER_REASON,
+    GATEKEEPER_RESULT,
+    ChannelResult,
+    Source,
+)
+from gatekeeper.gate import CallRequest, EvidenceError, Gate
 from gatekeeper.metrics import Metrics
+from gatekeeper.record import DecisionRecord
 from gatekeeper.service import Check
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-SOURCE: Final = "ari"
 
 # Asterisk's 404 body for an unset variable; a gone channel gives "Provided channel was not found".
 _VARIABLE_NOT_FOUND: Final = "Provided variable was not found"
@@ -63,21 +69,14 @@ _APPLICATION_REPLACED: Final = "ApplicationReplaced"
 
 
 class ChannelVariable(StrEnum):
-    """Channel variables and functions gatekeeper reads and sets: a public interface (DESIGN.md)."""
+    """Channel variables and functions gatekeeper reads and sets (the first four: gatekeeper.contract)."""
 
-    CAMPAIGN = "GATEKEEPER_CAMPAIGN"
-    RESULT = "GATEKEEPER_RESULT"
-    REASON = "GATEKEEPER_REASON"
-    DECISION_ID = "GATEKEEPER_DECISION_ID"
+    CAMPAIGN = GATEKEEPER_CAMPAIGN
+    RESULT = GATEKEEPER_RESULT
+    REASON = GATEKEEPER_REASON
+    DECISION_ID = GATEKEEPER_DECISION_ID
     PRESENTATION = "CALLERID(pres)"
     LINKEDID = "CHANNEL(linkedid)"
-
-
-class ChannelResult(StrEnum):
-    """The values of GATEKEEPER_RESULT."""
-
-    ALLOW = "ALLOW"
-    BLOCK = "BLOCK"
 
 
 class Outcome(StrEnum):
@@ -201,12 +200,8 @@ def build_request(
         callback_requested=arguments.callback,
         uniqueid=channel.id,
         linkedid=readings.linkedid or "",
-        source=SOURCE,
+        source=Source.ARI,
     )
-
-
-def result_of(decision: GateDecision) -> ChannelResult:
-    return ChannelResult.ALLOW if decision.decision.verdict is Verdict.ALLOW else ChannelResult.BLOCK
 
 
 def backoff_delay(failures: int, timing: AriTiming, rng: random.Random) -> float:
@@ -469,7 +464,7 @@ class AriApplication:
     async def _handle(self, start: StasisStart) -> None:
         """The boundary of one call: whatever happens, the channel ends continued, hung up or gone."""
         channel_id = start.channel.id
-        decision: GateDecision | None = None
+        decision: DecisionRecord | None = None
         stage = "reading the channel"
         try:
             async with asyncio.timeout(self.timing.handler_timeout):
@@ -481,10 +476,10 @@ class AriApplication:
             log.debug(
                 "ARI channel %s: %s %s (%s, decision %s): %s",
                 channel_id,
-                decision.decision.verdict.value,
-                decision.decision.reason.value,
-                decision.masked_number,
-                decision.id,
+                decision.verdict.value,
+                decision.reason.value,
+                decision.number_masked,
+                decision.decision_id,
                 outcome.value,
             )
             return
@@ -492,11 +487,13 @@ class AriApplication:
             await self._release(channel_id)
             raise
         except Exception as exc:
-            number = decision.masked_number if decision is not None else "number not known yet"
+            number = decision.number_masked if decision is not None else "number not known yet"
             if channel_gone(exc):
                 log.info("ARI channel %s (%s) hung up while %s", channel_id, number, stage)
                 return
-            if isinstance(exc, rest.AriHttpError | rest.AriBodyError | aiohttp.ClientError | TimeoutError):
+            if isinstance(
+                exc, rest.AriHttpError | rest.AriBodyError | aiohttp.ClientError | TimeoutError | EvidenceError
+            ):
                 log.warning(
                     "ARI channel %s (%s): %s failed: %s; releasing it", channel_id, number, stage, _describe(exc)
                 )
@@ -524,12 +521,12 @@ class AriApplication:
         readings = ChannelReadings(campaign=campaign, presentation=presentation, linkedid=linkedid)
         return build_request(start, arguments, readings, self.settings.default_campaign)
 
-    async def _answer(self, channel_id: str, decision: GateDecision) -> Outcome:
+    async def _answer(self, channel_id: str, decision: DecisionRecord) -> Outcome:
         await _all(
-            self._set(channel_id, ChannelVariable.REASON, decision.decision.reason.value),
-            self._set(channel_id, ChannelVariable.DECISION_ID, decision.id),
+            self._set(channel_id, ChannelVariable.REASON, decision.reason.value),
+            self._set(channel_id, ChannelVariable.DECISION_ID, decision.decision_id),
         )
-        result = result_of(decision)
+        result = ChannelResult.of(decision.verdict)
         await self._set(channel_id, ChannelVariable.RESULT, result.value)
         if result is ChannelResult.BLOCK and self.settings.hangup_blocked:
             await self._send(rest.hangup(channel_id, reason_code=rest.CAUSE_CALL_REJECTED))

@@ -380,6 +380,10 @@ RULES: Mapping[str, Rule] = {
 }
 
 
+# Decisions by this rule or a later one were made after asking the consent index (rule 6: it did not answer).
+FIRST_FACT_RULE = min(rule.number for rule in RULES.values() if rule.needs_facts)
+
+
 def rules_for(jurisdiction: Jurisdiction) -> tuple[Rule, ...]:
     return _rules_for(jurisdiction.rules)
 

@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from gatekeeper.compose import build_service, dry_gate
 from gatekeeper.config import Settings, load
+from gatekeeper.contract import Source
 from gatekeeper.core.numbers import normalise
 from gatekeeper.core.policy import zone
 from gatekeeper.devservers import PrivateRedis, free_port, redis_reachable
-from gatekeeper.gate import CallRequest, GateDecision
+from gatekeeper.gate import CallRequest
 from gatekeeper.index.loader import Loader
 from gatekeeper.index.store import ConsentIndex
-from gatekeeper.serve import build
+from gatekeeper.record import DecisionRecord
 from gatekeeper.simulator.fastagi import SimChannel, run_session
 from gatekeeper.web import WEB_KEY
 from gatekeeper.web.auth import Principal, Role, new_token, with_token
@@ -102,12 +104,12 @@ SCENARIOS = (
 )
 
 
-def _line(s: Scenario, r: GateDecision) -> str:
-    d = r.decision
-    verdict = "ALLOW*" if d.would_block else d.verdict.value.upper()
+def _line(s: Scenario, r: DecisionRecord) -> str:
+    verdict = "ALLOW*" if r.would_block else r.verdict.value.upper()
+    at = r.at.astimezone(AMSTERDAM)
     return (
-        f"{verdict:<8}{d.reason.value:<18}{r.masked_number:<17}{s.campaign:<18}{r.at:%a %d %b %Y %H:%M}  {s.title}\n"
-        f"{'':8}{d.explanation}\n"
+        f"{verdict:<8}{r.reason.value:<18}{r.number_masked:<17}{s.campaign:<18}{at:%a %d %b %Y %H:%M}  {s.title}\n"
+        f"{'':8}{r.explanation}\n"
     )
 
 
@@ -217,7 +219,8 @@ async def run_demo(redis_url: str | None = None, *, keep_serving: bool = False, 
         )
         token, token_entry = new_token("demo", Role.ADMIN)
         settings: Settings = with_token(load(config_path, env={}), token_entry)
-        service = build(settings)
+        clock, clock_note = _demo_clock(settings)
+        service = build_service(settings, clock=clock)
         index = service.index
         await _reset(index)
         sample = resources.files("gatekeeper.demo") / "consents.csv"
@@ -227,14 +230,13 @@ async def run_demo(redis_url: str | None = None, *, keep_serving: bool = False, 
         print(f"loaded {report.accepted} sample records for {tenants} from consents.csv\n")
 
         print("1. The rule book: sample calls at chosen times, decided by the gate\n")
-        gate = service.gate
+        gate = dry_gate(settings, index)  # scenarios, not calls: nothing of them goes into the decision log
         print(f"{'VERDICT':<8}{'REASON':<18}{'NUMBER':<17}{'CAMPAIGN':<18}{'CALL TIME (Amsterdam)':<24}SCENARIO")
         for s in SCENARIOS:
-            request = CallRequest(s.number, s.campaign, s.caller_id, s.presentation, s.at, source="cli")
+            request = CallRequest(s.number, s.campaign, s.caller_id, s.presentation, s.at, source=Source.CLI)
             sys.stdout.write(_line(s, await gate.check(request)))
         print("(ALLOW* = monitor mode: allowed, but enforcement would block.)\n")
 
-        gate.clock, clock_note = _demo_clock(settings)
         await service.start()
         stack.push_async_callback(service.stop)
         print(f"2. gatekeeper serve: FastAGI on 127.0.0.1:{agi_port}, HTTP on 127.0.0.1:{http_port}")

@@ -1,4 +1,4 @@
-"""What an AGI request says about a call, and the variables that carry the verdict back.
+"""What an AGI request says about a call.
 
 Shared by the FastAGI server and the classic AGI script; imports nothing heavy (the script starts a
 process per call).
@@ -8,14 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gatekeeper.fastagi.protocol import (
-    GATEKEEPER_DECISION_ID,
-    GATEKEEPER_REASON,
-    GATEKEEPER_RESULT,
-    AgiEnvironment,
-    ProtocolError,
-)
-from gatekeeper.gate import CallRequest, GateDecision
+from gatekeeper.contract import Source
+from gatekeeper.fastagi.protocol import AgiEnvironment, ProtocolError
+from gatekeeper.gate import CallRequest
 
 SCRIPT = "check"
 TRUE_VALUES = frozenset({"1", "yes", "true", "on"})
@@ -41,15 +36,6 @@ def call_from_environment(env: AgiEnvironment) -> CallInfo:
         presentation=env.callingpres,
         callback_requested=params.get("callback", "").lower() in TRUE_VALUES,
         uniqueid=env.uniqueid,
-        source="fastagi",
+        source=Source.FASTAGI,
     )
     return CallInfo(request, needs_context=not campaign)
-
-
-def verdict_variables(result: GateDecision) -> list[tuple[str, str]]:
-    d = result.decision
-    return [
-        (GATEKEEPER_RESULT, d.verdict.value.upper()),
-        (GATEKEEPER_REASON, d.reason.value),
-        (GATEKEEPER_DECISION_ID, result.id),
-    ]

@@ -26,12 +26,6 @@ from types import MappingProxyType
 from typing import Final, TypeAlias
 from urllib.parse import unquote
 
-# Channel variables gatekeeper reads and sets: a public interface (DESIGN.md, "Contracts").
-GATEKEEPER_RESULT: Final = "GATEKEEPER_RESULT"
-GATEKEEPER_REASON: Final = "GATEKEEPER_REASON"
-GATEKEEPER_DECISION_ID: Final = "GATEKEEPER_DECISION_ID"
-GATEKEEPER_CAMPAIGN: Final = "GATEKEEPER_CAMPAIGN"
-
 #: Longest command line Asterisk reads as one command, LF included (``fgets`` into ``char buf[2048]``).
 MAX_COMMAND_LINE_BYTES: Final = 2047
 #: MSet splits its argument into at most 24 ``name=value`` pairs; more would merge into the last one.
@@ -323,12 +317,14 @@ _INTEGER = re.compile(r"-?[0-9]{1,10}")
 
 
 class EnvironmentParser:
-    """Incremental, bounded reader of the environment block: feed it lines until it returns a value.
+    """Incremental, bounded reader of the environment block: feed it bytes or lines until it returns a value.
 
-    Lines are bytes, with or without their LF; one stray CR before the LF is tolerated. The block ends at
-    the first empty line, at which :meth:`feed_line` returns the :class:`AgiEnvironment`. Over-long lines
-    raise :class:`LineTooLong`, too many lines :class:`TooManyLines`, anything Asterisk would not send
-    (no ``": "`` separator, a duplicate key, ...) :class:`MalformedEnvironment`.
+    Lines are LF-terminated; one stray CR before the LF is tolerated. The block ends at the first empty
+    line. Over-long lines raise :class:`LineTooLong`, too many lines :class:`TooManyLines`, anything
+    Asterisk would not send (no ``": "`` separator, a duplicate key, ...) :class:`MalformedEnvironment`.
+
+    :meth:`feed` takes bytes as they arrive (a server's reads: usually the whole block at once) and returns
+    the environment with the bytes that followed it; :meth:`feed_line` takes one line at a time.
     """
 
     def __init__(
@@ -341,6 +337,7 @@ class EnvironmentParser:
         self._max_lines = max_lines
         self._values: dict[str, str] = {}
         self._lines = 0
+        self._partial = b""
         self._environment: AgiEnvironment | None = None
 
     @property
@@ -351,6 +348,50 @@ class EnvironmentParser:
     def environment(self) -> AgiEnvironment | None:
         """The parsed block once the empty line was fed, else ``None``."""
         return self._environment
+
+    def feed(self, data: bytes) -> tuple[AgiEnvironment | None, bytes]:
+        """Feed bytes; returns ``(environment, rest)`` once the empty line has arrived, else ``(None, b"")``.
+
+        ``rest`` is what came after the block (an early ``HANGUP`` line, say): it belongs to the reply phase.
+        Limits are checked as bytes arrive; the block is parsed in one pass when its empty line is there.
+        """
+        if self._environment is not None:
+            raise RuntimeError("the environment block is already complete")
+        buffer = self._partial + data if self._partial else data
+        end, after = _block_end(buffer)
+        if end < 0:
+            self._partial = buffer
+            if buffer.count(b"\n") > self._max_lines:
+                raise TooManyLines(f"environment block longer than {self._max_lines} lines")
+            if len(buffer) - buffer.rfind(b"\n") - 1 > self._max_line_bytes + 1:  # a CR may still come
+                raise LineTooLong(f"environment line longer than {self._max_line_bytes} bytes")
+            return None, b""
+        self._partial = b""
+        block = buffer[:end]
+        values = self._parse_block(block) if block else {}
+        self._environment = _build_environment(values)
+        return self._environment, buffer[after:]
+
+    def _parse_block(self, block: bytes) -> dict[str, str]:
+        """Every line of a complete block (without its empty line) in one pass; errors as `feed_line` gives them."""
+        lines = block.decode(_ENCODING, _DECODE_ERRORS).split("\n")
+        if b"\r" in block:
+            lines = [line[:-1] if line[-1:] == "\r" else line for line in lines]
+        parts = [line.partition(": ") for line in lines]
+        values = {key: value for key, _, value in parts}
+        if (
+            len(lines) > self._max_lines
+            or len(values) != len(parts)
+            or not all(separator for _, separator, _ in parts)
+            or not all(_ENV_KEY.fullmatch(key) for key in values.keys() - _KNOWN_KEYS)
+            or (len(block) > self._max_line_bytes and max(map(len, block.split(b"\n"))) > self._max_line_bytes)
+            or "" in values
+        ):
+            for raw in block.split(b"\n"):  # the slow path names the first offending line
+                self.feed_line(raw)
+            raise MalformedEnvironment("environment block is malformed")  # pragma: no cover - feed_line raised
+        self._lines = len(lines)
+        return values
 
     def feed_line(self, line: bytes) -> AgiEnvironment | None:
         if self._environment is not None:
@@ -363,18 +404,34 @@ class EnvironmentParser:
         if not body:
             self._environment = _build_environment(self._values)
             return self._environment
+        if b"\n" in body:
+            raise MalformedEnvironment(f"environment line {self._lines + 1} holds more than one line")
+        self._add(body.decode(_ENCODING, _DECODE_ERRORS))
+        return None
+
+    def _add(self, line: str) -> None:
         self._lines += 1
         if self._lines > self._max_lines:
             raise TooManyLines(f"environment block longer than {self._max_lines} lines")
-        if b"\n" in body:
-            raise MalformedEnvironment(f"environment line {self._lines} holds more than one line")
-        key, separator, value = body.decode(_ENCODING, _DECODE_ERRORS).partition(": ")
+        key, separator, value = line.partition(": ")
         if not separator or (key not in _KNOWN_KEYS and not _ENV_KEY.fullmatch(key)):
             raise MalformedEnvironment(f"environment line {self._lines} is not 'key: value'")
         if key in self._values:
             raise MalformedEnvironment(f"environment line {self._lines} repeats a key")
         self._values[key] = value
-        return None
+
+
+def _block_end(buffer: bytes) -> tuple[int, int]:
+    """Where the environment block's lines end and where the bytes after its empty line start ((-1, -1): not yet)."""
+    if buffer[:1] == b"\n":
+        return 0, 1
+    if buffer[:2] == b"\r\n":
+        return 0, 2
+    lf = buffer.find(b"\n\n")
+    crlf = buffer.find(b"\n\r\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf, crlf + 3
+    return (lf, lf + 2) if lf >= 0 else (-1, -1)
 
 
 def parse_environment(block: bytes, **limits: int) -> AgiEnvironment:
@@ -390,9 +447,8 @@ def parse_environment(block: bytes, **limits: int) -> AgiEnvironment:
 def _build_environment(values: Mapping[str, str]) -> AgiEnvironment:
     numbered: dict[int, str] = {}
     extra: dict[str, str] = {}
-    for key, value in values.items():
-        if key in _KNOWN_KEYS:
-            continue
+    for key in values.keys() - _KNOWN_KEYS:
+        value = values[key]
         if key.startswith("agi_arg_") and (arg := _ARG_KEY.fullmatch(key)) is not None:
             numbered[int(arg.group(1))] = value
         else:
@@ -405,32 +461,30 @@ def _build_environment(values: Mapping[str, str]) -> AgiEnvironment:
             raise MalformedEnvironment("agi_callingpres is not an integer")
         callingpres = int(values["agi_callingpres"])
 
-    def text(name: str) -> str:
-        return values.get(f"agi_{name}", "")
-
+    text = values.get
     return AgiEnvironment(
-        network=values.get("agi_network") == "yes",
-        network_script=values.get("agi_network_script"),
-        request=text("request"),
-        channel=text("channel"),
-        language=text("language"),
-        type=text("type"),
-        uniqueid=text("uniqueid"),
-        version=text("version"),
-        callerid=text("callerid"),
-        calleridname=text("calleridname"),
+        network=text("agi_network") == "yes",
+        network_script=text("agi_network_script"),
+        request=text("agi_request", ""),
+        channel=text("agi_channel", ""),
+        language=text("agi_language", ""),
+        type=text("agi_type", ""),
+        uniqueid=text("agi_uniqueid", ""),
+        version=text("agi_version", ""),
+        callerid=text("agi_callerid", ""),
+        calleridname=text("agi_calleridname", ""),
         callingpres=callingpres,
-        callingani2=text("callingani2"),
-        callington=text("callington"),
-        callingtns=text("callingtns"),
-        dnid=text("dnid"),
-        rdnis=text("rdnis"),
-        context=text("context"),
-        extension=text("extension"),
-        priority=text("priority"),
-        enhanced=text("enhanced"),
-        accountcode=text("accountcode"),
-        threadid=text("threadid"),
+        callingani2=text("agi_callingani2", ""),
+        callington=text("agi_callington", ""),
+        callingtns=text("agi_callingtns", ""),
+        dnid=text("agi_dnid", ""),
+        rdnis=text("agi_rdnis", ""),
+        context=text("agi_context", ""),
+        extension=text("agi_extension", ""),
+        priority=text("agi_priority", ""),
+        enhanced=text("agi_enhanced", ""),
+        accountcode=text("agi_accountcode", ""),
+        threadid=text("agi_threadid", ""),
         args=tuple(numbered[index] for index in sorted(numbered)),
         extra=MappingProxyType(extra),
     )

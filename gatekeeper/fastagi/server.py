@@ -1,10 +1,16 @@
 """The FastAGI server: `AGI(agi://host:4573/check?campaign=ID[&number=N])`.
 
-One session: read the environment block (bounded in size and time), read the campaign variable and the
-linkedid in one GET FULL VARIABLE when the request does not name the campaign, decide through the gate
-(bounded by the decision budget; after it the call is blocked), set GATEKEEPER_RESULT, GATEKEEPER_REASON
-and GATEKEEPER_DECISION_ID with one `EXEC MSet`, read its reply, close. A command is never written before
-the reply to the previous one has been read (Asterisk would hold the call; see fastagi-pipelining.txt).
+One session: read the environment block (bounded in size, and in time from the moment the connection is
+accepted), read the campaign variable and the linkedid in one GET FULL VARIABLE when the request does not
+name the campaign, decide through the gate (bounded by the decision budget; after it the call is blocked),
+set GATEKEEPER_RESULT, GATEKEEPER_REASON and GATEKEEPER_DECISION_ID with one `EXEC MSet` once the decision's
+record is kept, read its reply, close. A command is never written before the reply to the previous one has
+been read (Asterisk would hold the call; see fastagi-pipelining.txt).
+
+Each connection is an `asyncio.Protocol`: while its environment block arrives it costs a buffer and one
+timer, no task and no decision slot, so a thousand stalled or malicious clients delay nobody. Only a
+complete request starts a task, and only its decision takes one of the `max_active` slots (a burst queues
+there, bounded in time, instead of all competing for the event loop).
 
 Every path ends with the socket closed. When gatekeeper could not set GATEKEEPER_RESULT=ALLOW the
 dialplan does not dial (asterisk-config/ shows how), so every failure here is a block.
@@ -16,12 +22,13 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import resource
 from dataclasses import replace
-from enum import StrEnum
 
 from gatekeeper.config import FastAgiSettings
+from gatekeeper.contract import GATEKEEPER_CAMPAIGN, SessionOutcome
 from gatekeeper.fastagi import protocol
-from gatekeeper.fastagi.call import call_from_environment, verdict_variables
+from gatekeeper.fastagi.call import call_from_environment
 from gatekeeper.fastagi.protocol import (
     AgiEnvironment,
     DeadChannel,
@@ -32,103 +39,142 @@ from gatekeeper.fastagi.protocol import (
     ReplyParser,
     Success,
 )
-from gatekeeper.gate import CallRequest, Gate, GateDecision
+from gatekeeper.gate import CallRequest, EvidenceError, Gate
 from gatekeeper.metrics import Metrics
+from gatekeeper.record import DecisionRecord
 from gatekeeper.service import Check
 
 log = logging.getLogger(__name__)
 DRAIN_SECONDS = 10.0  # how long a graceful stop waits for sessions in flight
 # One GET FULL VARIABLE reads both: campaign names never contain "|" (configuration enforces it).
-CONTEXT_EXPRESSION = "${GATEKEEPER_CAMPAIGN}|${CHANNEL(linkedid)}"
-
-
-class Outcome(StrEnum):
-    """How a session ended (the `outcome` label of gatekeeper_fastagi_sessions_total)."""
-
-    DECIDED = "decided"
-    DENIED = "denied"  # source address not on the allow-list
-    OVERLOAD = "overload"  # too many sessions at once
-    PROTOCOL_ERROR = "protocol-error"
-    TIMEOUT = "timeout"  # environment or reply not received in time
-    CLOSED = "closed"  # Asterisk closed the connection before the verdict was set
-    ERROR = "error"  # a bug; the call is blocked by the dialplan
-
-
-OUTCOMES = tuple(o.value for o in Outcome)
+CONTEXT_EXPRESSION = f"${{{GATEKEEPER_CAMPAIGN}}}|${{CHANNEL(linkedid)}}"
+ALLOW_CACHE_SIZE = 4096  # peer addresses whose allow-list verdict is remembered
+SPARE_FILES = 256  # file descriptors beyond max_sessions (Redis, HTTP, logs, the spool)
 
 
 class SessionClosed(Exception):
     """Asterisk closed the connection."""
 
 
-class Session:
-    """One FastAGI connection: read, parse, dispatch, reply; never two commands in flight."""
+class NoSlot(Exception):
+    """No decision slot came free in time (the `overload` outcome)."""
 
-    def __init__(self, server: FastAgiServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+
+class Connection(asyncio.Protocol):
+    """One FastAGI connection: the environment is read by callbacks, the rest of the session by a task."""
+
+    __slots__ = (
+        "deadline",
+        "ended",
+        "hung_up",
+        "parser",
+        "pending",
+        "replies",
+        "server",
+        "task",
+        "transport",
+        "waiter",
+    )
+
+    def __init__(self, server: FastAgiServer) -> None:
         self.server = server
-        self.settings = server.settings
-        self.reader = reader
-        self.writer = writer
-        self.replies = ReplyParser(max_line_bytes=self.settings.max_line_bytes)
-        self.pending = b""  # bytes read but not yet consumed
+        self.transport: asyncio.Transport | None = None
+        self.parser: EnvironmentParser | None = None
+        self.replies: ReplyParser | None = None
+        self.pending = b""  # bytes after the environment block, not yet taken as replies
+        self.waiter: asyncio.Future[Reply] | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
         self.hung_up = False
-        self.deadline: asyncio.Timeout
+        self.ended = False
 
-    async def _more(self) -> None:
-        """Read what has arrived (at least one byte) into the session's buffer."""
-        if len(self.pending) > self.server.buffer_limit:
-            raise protocol.LineTooLong(f"more than {self.server.buffer_limit} bytes without a complete line")
-        data = await self.reader.read(self.server.buffer_limit)
-        if not data:
-            raise SessionClosed
-        self.pending += data
+    # -- callbacks -------------------------------------------------------------------------------------
 
-    async def _line(self) -> bytes:
-        while (end := self.pending.find(b"\n")) < 0:
-            if len(self.pending) > self.settings.max_line_bytes:
-                raise protocol.LineTooLong(f"a line longer than {self.settings.max_line_bytes} bytes")
-            await self._more()
-        line, self.pending = self.pending[: end + 1], self.pending[end + 1 :]
-        return line
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio's classes
+        server = self.server
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) else ""
+        if not server.allowed(host):
+            log.warning("FastAGI connection from %s refused: not in [fastagi] allow_from", host)
+            self._end(SessionOutcome.DENIED)
+            return
+        if server.closing or len(server.connections) >= server.settings.max_sessions:
+            self._end(SessionOutcome.OVERLOAD)
+            return
+        server.opened(self)
+        settings = server.settings
+        self.parser = EnvironmentParser(max_line_bytes=settings.max_line_bytes, max_lines=settings.max_env_lines)
+        self.deadline = asyncio.get_running_loop().call_later(settings.env_timeout, self._expired)
 
-    async def read_environment(self) -> AgiEnvironment:
-        """Parse the block as it arrives (usually in one read); bytes after its empty line stay buffered."""
-        parser = EnvironmentParser(max_line_bytes=self.settings.max_line_bytes, max_lines=self.settings.max_env_lines)
-        while True:
-            end = self.pending.rfind(b"\n")
-            if end < 0:
-                if len(self.pending) > self.settings.max_line_bytes:
-                    raise protocol.LineTooLong(f"a line longer than {self.settings.max_line_bytes} bytes")
-                await self._more()
-                continue
-            lines = self.pending[:end].split(b"\n")
-            self.pending = self.pending[end + 1 :]
-            for i, line in enumerate(lines):
-                env = parser.feed_line(line)
-                if env is not None:
-                    if i + 1 < len(lines):  # e.g. an early HANGUP line: it belongs to the reply phase
-                        self.pending = b"\n".join(lines[i + 1 :]) + b"\n" + self.pending
-                    return env
+    def data_received(self, data: bytes) -> None:
+        if self.ended:
+            return
+        if self.task is not None:  # the reply phase
+            self.pending += data
+            self._deliver()
+            return
+        assert self.parser is not None
+        try:
+            env, rest = self.parser.feed(data)
+        except ProtocolError as exc:
+            log.warning("FastAGI session from %s ended: %s", self._peer(), exc)
+            self._end(SessionOutcome.PROTOCOL_ERROR)
+            return
+        if env is None:
+            return
+        self.parser = None
+        self.pending = rest
+        self.task = asyncio.get_running_loop().create_task(self._session(env))
 
-    async def command(self, line: bytes) -> Reply:
-        """Send one command and wait for its reply (HANGUP lines on the way are noted, not replies)."""
-        self.writer.write(line)
-        self.deadline.reschedule(asyncio.get_running_loop().time() + self.settings.reply_timeout)
-        await self.writer.drain()
-        while True:
-            reply = self.replies.feed_line(await self._line())
-            if isinstance(reply, Hangup):
-                self.hung_up = True
-            elif reply is not None:
-                return reply
+    def eof_received(self) -> bool:
+        return False  # Asterisk closed its side: so do we (connection_lost follows)
 
-    async def run(self) -> Outcome:
-        """One deadline for the session, moved on at each step: the environment, then each reply."""
-        async with asyncio.timeout(self.settings.env_timeout) as self.deadline:
-            return await self._steps()
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(SessionClosed())
+        if self.task is None:
+            self._end(SessionOutcome.CLOSED)  # before the request was complete
+        # else: the session task sees SessionClosed (or finishes its decision) and ends the session
 
-    async def _steps(self) -> Outcome:
-        env = await self.read_environment()
+    def _expired(self) -> None:
+        """The environment deadline (from accept) or a reply deadline passed."""
+        self.deadline = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(TimeoutError())
+        elif self.task is None:
+            self._end(SessionOutcome.TIMEOUT)
+
+    # -- the session -----------------------------------------------------------------------------------
+
+    async def _session(self, env: AgiEnvironment) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        outcome = SessionOutcome.ERROR
+        try:
+            outcome = await self._steps(env)
+        except TimeoutError:
+            outcome = SessionOutcome.TIMEOUT
+        except SessionClosed:
+            outcome = SessionOutcome.CLOSED
+        except (ProtocolError, ValueError) as exc:
+            log.warning("FastAGI session from %s ended: %s", self._peer(), exc)
+            outcome = SessionOutcome.PROTOCOL_ERROR
+        except OSError:
+            outcome = SessionOutcome.CLOSED
+        except NoSlot:
+            outcome = SessionOutcome.OVERLOAD
+        except EvidenceError:
+            pass  # logged where it happened; no verdict without its record: the dialplan blocks the call
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("FastAGI session failed; the dialplan blocks the call")
+        finally:
+            self._end(outcome)
+
+    async def _steps(self, env: AgiEnvironment) -> SessionOutcome:
         info = call_from_environment(env)
         request = info.request
         if info.needs_context:
@@ -136,17 +182,85 @@ class Session:
             if isinstance(reply, Success) and reply.data is not None:
                 campaign, _, linkedid = reply.data.partition("|")
                 request = _with(request, campaign=campaign.strip() or request.campaign, linkedid=linkedid.strip())
-        self.deadline.reschedule(None)  # the decision is bounded by its own budget
-        result = await self.server.decide(request)
-        reply = await self.command(protocol.exec_mset(verdict_variables(result)))
+        record = await self.server.decide(request)
+        reply = await self.command(protocol.exec_mset(record.channel_variables()))
         if not isinstance(reply, Success | DeadChannel):
             log.warning("Asterisk refused the verdict variables (%s); the dialplan blocks the call", reply)
-            return Outcome.PROTOCOL_ERROR
-        return Outcome.DECIDED
+            return SessionOutcome.PROTOCOL_ERROR
+        return SessionOutcome.DECIDED
+
+    async def command(self, line: bytes) -> Reply:
+        """Send one command and wait (bounded) for its reply; HANGUP lines on the way are noted, not replies."""
+        if self.ended or self.transport is None or self.transport.is_closing():
+            raise SessionClosed
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Reply] = loop.create_future()
+        self.waiter = waiter
+        self.transport.write(line)
+        self.deadline = loop.call_later(self.server.settings.reply_timeout, self._expired)
+        try:
+            self._deliver()
+            return await waiter
+        finally:
+            self.waiter = None
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+    def _deliver(self) -> None:
+        """Hand the reply to the waiting command once its line is complete (bytes before it: HANGUP lines)."""
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            if len(self.pending) > self.server.buffer_limit:
+                self._end(SessionOutcome.PROTOCOL_ERROR)
+            return
+        if self.replies is None:
+            self.replies = ReplyParser(max_line_bytes=self.server.settings.max_line_bytes)
+        try:
+            while (end := self.pending.find(b"\n")) >= 0:
+                line, self.pending = self.pending[: end + 1], self.pending[end + 1 :]
+                reply = self.replies.feed_line(line)
+                if isinstance(reply, Hangup):
+                    self.hung_up = True
+                elif reply is not None:
+                    waiter.set_result(reply)
+                    return
+            if len(self.pending) > self.server.settings.max_line_bytes:
+                raise protocol.LineTooLong(f"a line longer than {self.server.settings.max_line_bytes} bytes")
+        except ProtocolError as exc:
+            waiter.set_exception(exc)
+
+    # -- the end ---------------------------------------------------------------------------------------
+
+    def _end(self, outcome: SessionOutcome) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        self.server.closed(self, outcome)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) else "?"
 
 
 def _with(request: CallRequest, *, campaign: str, linkedid: str) -> CallRequest:
     return replace(request, campaign=campaign, linkedid=linkedid)
+
+
+def raise_open_files_limit(needed: int) -> int:
+    """Raise the soft limit on open files towards `needed` (up to the hard limit); returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
 
 
 class FastAgiServer:
@@ -158,12 +272,14 @@ class FastAgiServer:
         self.settings = settings
         self.gate = gate
         self.metrics = metrics
+        self.connections: set[Connection] = set()
+        self.closing = False
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[None]] = set()
-        self._active = asyncio.Semaphore(settings.max_active)
-        self._closing = False
-        for outcome in OUTCOMES:
-            metrics.fastagi_sessions.labels(outcome)
+        self._slots = asyncio.Semaphore(settings.max_active)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._allowed: dict[str, bool] = {}
+        self._outcomes = {outcome: metrics.fastagi_sessions.labels(outcome.value) for outcome in SessionOutcome}
 
     @property
     def buffer_limit(self) -> int:
@@ -177,15 +293,18 @@ class FastAgiServer:
 
     @property
     def open_sessions(self) -> int:
-        return len(self._sessions)
+        return len(self.connections)
 
     async def start(self) -> None:
+        limit = raise_open_files_limit(self.settings.max_sessions + SPARE_FILES)
+        if limit < self.settings.max_sessions + SPARE_FILES:
+            log.warning("open files are limited to %d: fewer than [fastagi] max_sessions = %d can be served; "
+                        "raise LimitNOFILE", limit, self.settings.max_sessions)  # fmt: skip
         listen = self.settings.listen
-        self._server = await asyncio.start_server(
-            self._accept,
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: Connection(self),
             listen.host,
             listen.port,
-            limit=self.buffer_limit,
             reuse_address=True,
             backlog=min(4096, self.settings.max_sessions),
         )
@@ -193,23 +312,36 @@ class FastAgiServer:
 
     async def stop(self) -> None:
         """Stop accepting, let the sessions in flight finish (bounded), then close what is left."""
-        self._closing = True
+        self.closing = True
         if self._server is not None:
             self._server.close()
-        if self._sessions:
-            _, pending = await asyncio.wait(set(self._sessions), timeout=DRAIN_SECONDS)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await self._idle.wait()
+        tasks = [c.task for c in self.connections if c.task is not None]
+        for connection in list(self.connections):
+            if connection.task is None:
+                connection._end(SessionOutcome.CLOSED)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
     async def readiness(self) -> Check:
         if self._server is None or not self._server.is_serving():
             return Check(False, "not listening")
-        return Check(True, f"listening on {self.settings.listen}, {len(self._sessions)} sessions open")
+        return Check(True, f"listening on {self.settings.listen}, {len(self.connections)} sessions open")
 
     def allowed(self, host: str) -> bool:
+        verdict = self._allowed.get(host)
+        if verdict is None:
+            if len(self._allowed) >= ALLOW_CACHE_SIZE:
+                self._allowed.clear()
+            verdict = self._allowed[host] = self._check_allowed(host)
+        return verdict
+
+    def _check_allowed(self, host: str) -> bool:
         try:
             address = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
@@ -218,55 +350,36 @@ class FastAgiServer:
             address = address.ipv4_mapped
         return any(address in network for network in self.settings.allow_from)
 
-    async def decide(self, request: CallRequest) -> GateDecision:
-        """The gate's verdict; the lookup is bounded by the decision budget, after which the call is blocked.
-
-        The lookup is the decision's only wait, so bounding it bounds the decision (the rest is a few tens
-        of microseconds of computation).
-        """
-        return await self.gate.check(request, budget=self.settings.budget)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        host = peer[0] if isinstance(peer, tuple) else ""
-        if not self.allowed(host):
-            log.warning("FastAGI connection from %s refused: not in [fastagi] allow_from", host)
-            await self._finish(writer, Outcome.DENIED)
-            return
-        if self._closing or len(self._sessions) >= self.settings.max_sessions:
-            await self._finish(writer, Outcome.OVERLOAD)
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._sessions.add(task)
+    def opened(self, connection: Connection) -> None:
+        self.connections.add(connection)
+        self._idle.clear()
         self.metrics.fastagi_open.inc()
-        outcome = Outcome.ERROR
-        try:
-            # Bounded work in progress: in a burst, sessions queue here (their bytes wait in the socket)
-            # instead of all competing for the event loop, so each started decision finishes in budget.
-            async with self._active:
-                outcome = await Session(self, reader, writer).run()
-        except TimeoutError:
-            outcome = Outcome.TIMEOUT
-        except SessionClosed:
-            outcome = Outcome.CLOSED
-        except (ProtocolError, ValueError) as exc:
-            log.warning("FastAGI session from %s ended: %s", host, exc)
-            outcome = Outcome.PROTOCOL_ERROR
-        except (ConnectionError, OSError):
-            outcome = Outcome.CLOSED
-        except asyncio.CancelledError:
-            outcome = Outcome.ERROR
-            raise
-        except Exception:
-            log.exception("FastAGI session failed; the dialplan blocks the call")
-        finally:
-            self._sessions.discard(task)
-            self.metrics.fastagi_open.dec()
-            await self._finish(writer, outcome)
 
-    async def _finish(self, writer: asyncio.StreamWriter, outcome: Outcome) -> None:
-        self.metrics.fastagi_sessions.labels(outcome.value).inc()
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+    def closed(self, connection: Connection, outcome: SessionOutcome) -> None:
+        self._outcomes[outcome].inc()
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self.metrics.fastagi_open.dec()
+            if not self.connections:
+                self._idle.set()
+
+    async def decide(self, request: CallRequest) -> DecisionRecord:
+        """The gate's verdict, once its record is kept; the lookup is bounded by the decision budget.
+
+        The decision takes one of `max_active` slots; a session waits for one at most `reply_timeout` (then
+        it ends as `overload`, without a verdict: the dialplan blocks the call).
+        """
+        try:
+            if self._slots.locked():
+                async with asyncio.timeout(self.settings.reply_timeout):
+                    await self._slots.acquire()
+            else:
+                await self._slots.acquire()  # free: returns at once
+        except TimeoutError:
+            log.warning("no decision slot within %.1f s ([fastagi] max_active = %d); the call is blocked",
+                        self.settings.reply_timeout, self.settings.max_active)  # fmt: skip
+            raise NoSlot from None
+        try:
+            return await self.gate.check(request, budget=self.settings.budget)
+        finally:
+            self._slots.release()

@@ -7,6 +7,9 @@ Redis (redis://, rediss://, unix://) go through this small connection: requests 
 (several calls share the socket; Redis answers in order), replies are matched to waiters in order.
 Everything else (imports, objections, erasures, Redis Cluster and Sentinel) uses redis-py.
 
+Requests made in one turn of the event loop go out in one write (a lookup and another call's decision
+record, say): at ten calls in flight that halves the system calls per decision.
+
 A lookup cancelled by its time budget leaves its place in the queue; its reply is read and dropped. When
 the oldest request has waited longer than `stall_after`, the connection is presumed dead (a peer that
 vanished without a reset) and is dropped; the next call reconnects.
@@ -71,6 +74,7 @@ class _Resp(asyncio.Protocol):
         self.waiters: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self._outgoing: list[bytes] = []  # requests of this turn of the loop, written together by _flush
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
@@ -98,26 +102,25 @@ class _Resp(asyncio.Protocol):
                 waiter.set_exception(error)
 
     def request(self, packed: bytes) -> asyncio.Future[Any]:
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         if self.lost or self.transport is None:
             waiter.set_exception(RedisConnectionError("the connection to Redis is closed"))
             return waiter
         self.waiters.append((time.monotonic(), waiter))
-        self.transport.write(packed)
+        if not self._outgoing:
+            loop.call_soon(self._flush)
+        self._outgoing.append(packed)
         return waiter
 
     def request_many(self, packed: list[bytes]) -> list[asyncio.Future[Any]]:
         """Several requests in one write (a pipeline): replies come back in the same order."""
-        loop = asyncio.get_running_loop()
-        waiters = [loop.create_future() for _ in packed]
-        if self.lost or self.transport is None:
-            for waiter in waiters:
-                waiter.set_exception(RedisConnectionError("the connection to Redis is closed"))
-            return waiters
-        now = time.monotonic()
-        self.waiters.extend((now, waiter) for waiter in waiters)
-        self.transport.write(b"".join(packed))
-        return waiters
+        return [self.request(p) for p in packed]
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if self.transport is not None and not self.lost:
+            self.transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def stalled(self, after: float) -> bool:
         return bool(self.waiters) and time.monotonic() - self.waiters[0][0] > after
@@ -178,8 +181,14 @@ class FastPath:
 
     async def call(self, *args: bytes | str | int) -> Any:
         """One command; Redis error replies raise ResponseError (NoScriptError for NOSCRIPT)."""
-        conn = await self._connection()
-        reply = await conn.request(_pack(args))
+        return await self.call_packed(_pack(args))
+
+    async def call_packed(self, packed: bytes) -> Any:
+        """One command already in RESP form (`call` packs it; a hot caller may prepare its own bytes)."""
+        conn = self._conn
+        if conn is None or conn.lost or conn.stalled(self.stall_after):
+            conn = await self._connection()
+        reply = await conn.request(packed)
         if isinstance(reply, hiredis.ReplyError):
             text = str(reply)
             raise NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)

@@ -14,9 +14,12 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gatekeeper.config import IndexSettings
+from gatekeeper.contract import IndexFailure
 from gatekeeper.core.model import Facts
 from gatekeeper.index import codec, scripts
 from gatekeeper.index.connect import connect as connect  # noqa: PLC0414 (re-exported: callers import it from here)
@@ -32,6 +35,10 @@ Pipeline = Any  # redis.asyncio pipelines are untyped enough that Any is the hon
 
 class IndexUnavailable(Exception):
     """The index could not answer (Redis down, timeout, inconsistent state)."""
+
+
+class StaleGeneration(IndexUnavailable):
+    """A tenant's generation kept changing while a lookup or update ran (an import was switching)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +213,7 @@ class ConsentIndex:
             result = self._result(tenant, key, await self._fetch(keys, args))
             if result is not None:
                 return result
-        raise IndexUnavailable(f"the generation of tenant {tenant!r} kept changing during the lookup")
+        raise StaleGeneration(f"the generation of tenant {tenant!r} kept changing during the lookup")
 
     async def _fetch(self, keys: list[str], args: list[bytes | str]) -> Any:
         """One LOOKUP. Up to MAX_IN_FLIGHT go out on their own; beyond that, waiting lookups share pipelines.
@@ -297,7 +304,7 @@ class ConsentIndex:
             if not retry:
                 return cast(list[Lookup], results)
             pending = retry
-        raise IndexUnavailable(f"the generation of tenant {tenant!r} kept changing during the scrub")
+        raise StaleGeneration(f"the generation of tenant {tenant!r} kept changing during the scrub")
 
     async def run_scripts(
         self, calls: Sequence[tuple[Script, Sequence[str], Sequence[bytes | str | int]]]
@@ -483,3 +490,17 @@ def text(value: bytes | str) -> str:
 def is_unavailable(exc: BaseException) -> bool:
     """Errors that mean "the index cannot answer" (and so: fail closed)."""
     return isinstance(exc, RedisError | OSError | IndexUnavailable | TimeoutError)
+
+
+def failure_of(exc: BaseException) -> IndexFailure:
+    """Classify why the index did not answer, once, where the exception is caught (metrics and records
+    use the class, never the exception's text). `OTHER` means a bug rather than an unavailable index."""
+    if isinstance(exc, TimeoutError | RedisTimeoutError):
+        return IndexFailure.TIMEOUT
+    if isinstance(exc, StaleGeneration):
+        return IndexFailure.STALE
+    if isinstance(exc, RedisConnectionError | OSError):
+        return IndexFailure.CONNECTION
+    if isinstance(exc, RedisError | IndexUnavailable):
+        return IndexFailure.RESPONSE
+    return IndexFailure.OTHER

@@ -1,4 +1,4 @@
-"""`gatekeeper log verify | purge | ship --once` and the recorder behind `gatekeeper check --record`.
+"""`gatekeeper log verify | purge | ship [--once]`.
 
 Exit status as in `gatekeeper.cli`: 0 success, 1 the chain is broken / the purge stopped at a broken link,
 2 usage error, 3 Redis or the SQL database is unavailable.
@@ -18,8 +18,7 @@ from typing import Any, TextIO, TypeVar
 from redis.exceptions import RedisError
 
 from gatekeeper.config import Settings
-from gatekeeper.index.store import ConsentIndex
-from gatekeeper.log.outbox import Outbox, OutboxKeys, Spool, default_spool_dir, instance_name
+from gatekeeper.log.outbox import Outbox, OutboxKeys, Spool, default_spool_dir
 from gatekeeper.log.record import format_time
 from gatekeeper.log.shipper import Shipper, shipper_client
 from gatekeeper.log.sql import DATABASE_ERRORS, SchemaError
@@ -63,7 +62,7 @@ async def log_ship_forever(settings: Settings, *, instance: str | None = None, s
     It replays the instance's spool whenever Redis is back and ships the stream continuously; on a stop it
     ships what is waiting (bounded) and exits 0.
     """
-    name = instance or instance_name(settings)
+    name = instance or settings.log.instance_name
     keys = OutboxKeys(settings.index.prefix, name)
     client = shipper_client(settings)
     outbox = Outbox(client, keys, Spool(spool_dir or default_spool_dir(settings), name))
@@ -81,11 +80,6 @@ async def log_ship_forever(settings: Settings, *, instance: str | None = None, s
         await outbox.stop()
         await shipper.stop()
     return EXIT_OK
-
-
-def cli_recorder(settings: Settings, index: ConsentIndex, *, spool_dir: Path | None = None) -> Outbox:
-    """The recorder for `gatekeeper check --record`: set it as `gate.recorder`, then `await gate.drain()`."""
-    return Outbox.from_settings(settings, index.client, spool_dir=spool_dir)
 
 
 def _unavailable(what: str, exc: BaseException, err: TextIO) -> int:
@@ -168,7 +162,7 @@ async def log_ship_once(
     err: TextIO | None = None,
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    name = instance or instance_name(settings)
+    name = instance or settings.log.instance_name
     keys = OutboxKeys(settings.index.prefix, name)
     client = shipper_client(settings)
     store = LogStore.from_dsn(settings.log.dsn)

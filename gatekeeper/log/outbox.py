@@ -5,15 +5,19 @@ Redis keys (same prefix as the consent index, `gk` by default; I = instance):
     gk:outbox:I        stream  one entry per decision: {"r": <record JSON>}; read by the shipper's group
                        `shipper`, deleted once its record is committed to SQL
 
-The hot path does one XADD under a time budget. If Redis is unreachable (or too slow), the record is
-appended to the spool, a JSON-lines file flushed and fsynced before `append` returns, and the outbox
-stays in spool mode (no more XADD attempts, so an unreachable Redis costs no time per decision) until its
+`keep` returns once the record is durably accepted: Redis acknowledged the XADD, or the record is in the
+spool, a JSON-lines file written and fsynced before `keep` returns. The gate answers the PBX only after
+that (evidence before action). Concurrent spool writes share one write and one fsync (group commit), so a
+Redis outage does not serialise the calls behind one fsync each. After a failed XADD the outbox stays in
+spool mode (no more XADD attempts, so an unreachable Redis costs no time per decision) until its
 background task gets an answer from Redis again; that task then replays the spool (across an outage the
-stream is not in decision order: the log sorts by decision time, the chain follows shipping order).
-Spooled records keep their decision id; replaying one twice (a crash mid-replay, or an XADD that timed out but
-did land) yields two stream entries of one decision, which the shipper stores once. Several processes
-of one instance (the service and `gatekeeper check --record`) may share a spool: appends and the replay's
-hand-over are serialised with `flock`.
+stream is not in decision order: the log sorts by decision time, the chain follows shipping order). When
+neither Redis nor the spool takes a record, `keep` raises `EvidenceError`: the call gets no verdict.
+
+Spooled records keep their decision id; replaying one twice (a crash mid-replay, or an XADD that timed out
+but did land) yields two stream entries of one decision, which the shipper stores once. Several processes
+of one instance (the service, `gatekeeper-agi`, `gatekeeper check --record`) may share a spool: appends and
+the replay's hand-over are serialised with `flock`.
 """
 
 from __future__ import annotations
@@ -30,11 +34,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.config import Settings
-from gatekeeper.gate import GateDecision
 from gatekeeper.index.fastpath import FastPath
 from gatekeeper.index.store import Client
-from gatekeeper.log.record import LogRecord, RecordError
 from gatekeeper.log.sql import sqlite_path
+from gatekeeper.record import DecisionRecord, EvidenceError, RecordError
 
 if TYPE_CHECKING:
     from gatekeeper.service import Check
@@ -43,7 +46,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "shipper"
 RECORD_FIELD = b"r"
-APPEND_TIMEOUT = 1.0  # seconds for one XADD before the record goes to the spool
+APPEND_TIMEOUT = 0.5  # seconds for one XADD before the record goes to the spool
 REPLAY_CHUNK = 500  # records per pipelined replay round trip
 RETRY_INITIAL = 0.2  # seconds before the first replay attempt after a failure; doubles up to RETRY_MAX
 RETRY_MAX = 5.0
@@ -73,11 +76,6 @@ def default_spool_dir(settings: Settings) -> Path:
     return Path.cwd()
 
 
-def instance_name(settings: Settings) -> str:
-    """`[log] instance`, or the host name."""
-    return settings.log.instance or os.uname().nodename or "gatekeeper"
-
-
 class Spool:
     """Records that could not reach Redis, one JSON line each, durable once `append` returns.
 
@@ -91,9 +89,9 @@ class Spool:
         self.path = directory / f"gatekeeper-outbox-{instance}.jsonl"
         self._replay_glob = f"gatekeeper-outbox-{instance}.replay-*.jsonl"
 
-    def append(self, record: LogRecord) -> None:
-        """Blocking: write one line and fsync it (call it in a thread)."""
-        line = (record.dumps() + "\n").encode()
+    def append(self, payloads: Sequence[bytes]) -> None:
+        """Blocking: write records (one JSON line each) in one write and fsync them (call it in a thread)."""
+        data = b"".join(p + b"\n" for p in payloads)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -102,7 +100,9 @@ class Spool:
                 if not _is_current(fd, self.path):
                     continue  # handed over for replay while we waited for the lock
                 created = os.fstat(fd).st_size == 0
-                os.write(fd, line)
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
                 os.fsync(fd)
                 if created:
                     _fsync_dir(self.directory)
@@ -146,7 +146,7 @@ class Spool:
         return total
 
     @staticmethod
-    def read(path: Path) -> tuple[list[LogRecord], int]:
+    def read(path: Path) -> tuple[list[DecisionRecord], int]:
         """The records of a replay file and how many lines could not be read (a torn last line)."""
         records, bad = [], 0
         with path.open("rb") as f:
@@ -154,7 +154,7 @@ class Spool:
                 if not line.strip():
                     continue
                 try:
-                    records.append(LogRecord.loads(line))
+                    records.append(DecisionRecord.loads(line))
                 except RecordError:
                     bad += 1
         return records, bad
@@ -176,6 +176,15 @@ async def stop_task(task: asyncio.Task[None]) -> None:
         await asyncio.wait({task}, timeout=STOP_RECHECK)
     if not task.cancelled() and task.exception() is not None:
         log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def _packed_head(*words: str | bytes) -> bytes:
+    """The RESP encoding of a command's first words, for a command whose last argument is added per call."""
+    parts = [b"*%d\r\n" % (len(words) + 1)]
+    for word in words:
+        data = word.encode() if isinstance(word, str) else word
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def _is_current(fd: int, path: Path) -> bool:
@@ -228,6 +237,9 @@ class Outbox:
         self.appended = 0
         self.spooled = 0
         self.replayed = 0
+        self._xadd_head = _packed_head("XADD", keys.stream, "*", RECORD_FIELD)
+        self._spool_queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._spool_writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._replay_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -238,30 +250,19 @@ class Outbox:
         cls, settings: Settings, client: Client, *, spool_dir: Path | None = None, fast: FastPath | None = None
     ) -> Outbox:
         """The outbox of this instance on the index's Redis client (`ConsentIndex.client` and `.fast`)."""
-        instance = instance_name(settings)
+        instance = settings.log.instance_name
         directory = spool_dir if spool_dir is not None else default_spool_dir(settings)
         return cls(client, OutboxKeys(settings.index.prefix, instance), Spool(directory, instance), fast=fast)
 
     # -- the recorder --------------------------------------------------------------------------------
 
-    async def append(self, decision: GateDecision, /) -> None:
-        """Never raises: the record lands in the stream or, failing that, in the spool."""
-        try:
-            record = LogRecord.from_decision(decision, self.keys.instance)
-        except Exception:
-            log.exception("cannot build the log record of decision %s", decision.id)
-            return
-        await self.append_record(record)
-
-    async def append_record(self, record: LogRecord) -> None:
+    async def keep(self, record: DecisionRecord, /) -> None:
+        """Return once the record is in the stream or fsynced in the spool; `EvidenceError` if in neither."""
+        payload = record.payload()
         if not self.spooling:
             try:
-                payload = record.dumps().encode()
                 async with asyncio.timeout(self.timeout):
-                    if self.fast is not None:
-                        await self.fast.call("XADD", self.keys.stream, "*", RECORD_FIELD, payload)
-                    else:
-                        await self.client.xadd(self.keys.stream, {RECORD_FIELD: payload})
+                    await self._xadd(payload)
             except Exception as exc:
                 if not self.spooling:
                     log.warning(
@@ -274,15 +275,43 @@ class Outbox:
             else:
                 self.appended += 1
                 return
+        await self._spool(payload, record.decision_id)
+
+    async def _xadd(self, payload: bytes) -> None:
+        if self.fast is not None:
+            await self.fast.call_packed(self._xadd_head + b"$%d\r\n%b\r\n" % (len(payload), payload))
+        else:
+            await self.client.xadd(self.keys.stream, {RECORD_FIELD: payload})
+
+    async def _spool(self, payload: bytes, decision_id: str) -> None:
+        """Append to the spool with whatever else is waiting: one write and one fsync for all of them."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._spool_queue.append((payload, waiter))
+        if self._spool_writer is None or self._spool_writer.done():
+            self._spool_writer = asyncio.get_running_loop().create_task(self._write_spool(), name="outbox-spool")
         try:
-            await asyncio.to_thread(self.spool.append, record)
-        except Exception:
-            # Nowhere left to keep it: say so loudly, with what identifies the decision.
-            log.exception("LOST decision record %s: neither Redis nor the spool %s took it", record.decision_id,
-                          self.spool.path)  # fmt: skip
-            return
-        self.spooled += 1
-        self._wake.set()
+            await asyncio.shield(waiter)  # a call given up on is still written: its decision was made
+        except EvidenceError:
+            log.error("decision %s not kept: neither Redis nor the spool %s took it", decision_id, self.spool.path)
+            raise
+
+    async def _write_spool(self) -> None:
+        while self._spool_queue:
+            batch, self._spool_queue = self._spool_queue, []
+            try:
+                await asyncio.to_thread(self.spool.append, [payload for payload, _ in batch])
+            except Exception as exc:
+                log.error("the spool %s cannot be written: %s: %s", self.spool.path, type(exc).__name__, exc)
+                failure = EvidenceError(f"the spool {self.spool.path} cannot be written: {type(exc).__name__}")
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(failure)
+                continue
+            self.spooled += len(batch)
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._wake.set()
 
     # -- replay --------------------------------------------------------------------------------------
 
@@ -306,10 +335,10 @@ class Outbox:
             self.replayed += total
             return total
 
-    async def _xadd_many(self, records: Sequence[LogRecord]) -> None:
+    async def _xadd_many(self, records: Sequence[DecisionRecord]) -> None:
         pipe: Any = self.client.pipeline(transaction=False)
         for record in records:
-            pipe.xadd(self.keys.stream, {RECORD_FIELD: record.dumps().encode()})
+            pipe.xadd(self.keys.stream, {RECORD_FIELD: record.payload()})
         async with asyncio.timeout(max(self.timeout, 5.0)):
             await pipe.execute()
 
@@ -346,6 +375,8 @@ class Outbox:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._spool_writer is not None:
+            await asyncio.wait({self._spool_writer})  # the records being spooled are written first
         if self._task is not None:
             await stop_task(self._task)
             self._task = None

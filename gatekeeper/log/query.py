@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gatekeeper.core.model import Reason, Verdict
-from gatekeeper.log.record import LogRecord, StoredRecord, format_time, parse_time
+from gatekeeper.log.record import DecisionRecord, StoredRecord, format_time, parse_time
 from gatekeeper.log.sql import Database, Row, open_database
 
 MAX_PAGE = 1000
@@ -52,7 +52,7 @@ def stored_from_row(row: Row) -> StoredRecord:
     (decision_id, at, instance, campaign, tenant, masked, number_hash, verdict, reason, would_block, regime,
      explanation, basis_reference, rule, generation, uniqueid, linkedid, source, latency_us, index_error,
      seq, stream_id, shipped_at, prev_hash, digest) = row  # fmt: skip
-    record = LogRecord(
+    record = DecisionRecord(
         decision_id=decision_id,
         at=parse_time(at),
         instance=instance,
@@ -129,7 +129,7 @@ class DecisionFilter:
 ALL = DecisionFilter()
 
 
-def encode_cursor(record: LogRecord) -> str:
+def encode_cursor(record: DecisionRecord) -> str:
     raw = f"{format_time(record.at)}|{record.decision_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

@@ -24,8 +24,8 @@ from redis.exceptions import ResponseError
 from gatekeeper.config import Settings
 from gatekeeper.index.connect import connect
 from gatekeeper.index.store import Client
-from gatekeeper.log.outbox import RECORD_FIELD, OutboxKeys, instance_name, stop_task
-from gatekeeper.log.record import LogRecord, RecordError
+from gatekeeper.log.outbox import RECORD_FIELD, OutboxKeys, stop_task
+from gatekeeper.log.record import DecisionRecord, RecordError
 from gatekeeper.log.store import DeadLetter, LogStore
 from gatekeeper.metrics import Metrics
 
@@ -132,7 +132,7 @@ class Shipper:
     @classmethod
     def from_settings(cls, settings: Settings, *, metrics: Metrics | None = None) -> Shipper:
         """A shipper with its own Redis client and SQL connection (closed by `stop`)."""
-        keys = OutboxKeys(settings.index.prefix, instance_name(settings))
+        keys = OutboxKeys(settings.index.prefix, settings.log.instance_name)
         return cls(shipper_client(settings), LogStore.from_dsn(settings.log.dsn), keys, metrics=metrics, owns=True)
 
     # -- one cycle -----------------------------------------------------------------------------------
@@ -188,13 +188,13 @@ class Shipper:
         raise AssertionError("unreachable")
 
     async def _ship(self, entries: list[Entry]) -> int:
-        records: list[tuple[str, LogRecord]] = []
+        records: list[tuple[str, DecisionRecord]] = []
         dead: list[DeadLetter] = []
         for stream_id, fields in entries:
             if fields is None:
                 continue  # deleted while pending: it was shipped; only the acknowledgement is missing
             try:
-                records.append((stream_id, LogRecord.loads(fields.get(RECORD_FIELD, b""))))
+                records.append((stream_id, DecisionRecord.loads(fields.get(RECORD_FIELD, b""))))
             except RecordError as exc:
                 payload = json.dumps({_text(k): v.decode(errors="replace") for k, v in fields.items()})
                 dead.append(DeadLetter(self.keys.instance, stream_id, payload, str(exc)))

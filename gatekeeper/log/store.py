@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from gatekeeper.log.query import SELECT_DECISIONS, LogReader, row_from_stored, stored_from_row
-from gatekeeper.log.record import GENESIS, LogRecord, StoredRecord, chain_hash, format_time
+from gatekeeper.log.record import GENESIS, DecisionRecord, StoredRecord, chain_hash, format_time
 from gatekeeper.log.sql import Database, Dialect, Tx, migrate, open_database
 
 EXISTING_CHUNK = 500  # decision ids per "already stored?" query
@@ -132,14 +132,14 @@ class LogStore(LogReader):
 
     async def insert_batch(
         self,
-        entries: Sequence[tuple[str, LogRecord]],
+        entries: Sequence[tuple[str, DecisionRecord]],
         dead_letters: Sequence[DeadLetter] = (),
         *,
         shipped_at: dt.datetime | None = None,
     ) -> InsertReport:
         """Store outbox entries (stream id, record) in one transaction, chained in the order given."""
         shipped_at = shipped_at or dt.datetime.now(dt.UTC)
-        by_instance: dict[str, list[tuple[str, LogRecord]]] = {}
+        by_instance: dict[str, list[tuple[str, DecisionRecord]]] = {}
         seen: set[str] = set()
         for stream_id, record in entries:
             if record.decision_id not in seen:
@@ -176,7 +176,7 @@ class LogStore(LogReader):
         return _chain(row)
 
     async def _append(
-        self, tx: Tx, instance: str, entries: Sequence[tuple[str, LogRecord]], shipped_at: dt.datetime
+        self, tx: Tx, instance: str, entries: Sequence[tuple[str, DecisionRecord]], shipped_at: dt.datetime
     ) -> int:
         if not entries:
             return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gatekeeper.gate import Gate
 from gatekeeper.log.query import LogReader
 from gatekeeper.log.store import LogStore
 from gatekeeper.service import Service
@@ -50,17 +51,18 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.setdefault("Cache-Control", "no-store")  # pages and answers hold personal data
 
 
-def setup_web(service: Service, reader: LogReader, store: LogStore) -> None:
+def setup_web(service: Service, reader: LogReader, store: LogStore, *, dry: Gate) -> None:
     """Add the API under `/api/v1` and the UI under `/` to `service.web` (before the service starts).
 
     `reader` answers the log queries and `store` writes the audit trail (they may be one object); both are
-    closed when the application shuts down.
+    closed when the application shuts down. Checks go through the service's gate, or through `dry` (no
+    record, no metrics) when the client asks for `record: false`.
     """
     app = service.web
     settings = service.settings
     tokens = TokenBook(settings.http.tokens)
     log_access = LogAccess(reader, store)
-    compliance = Compliance(settings, service.gate, service.index, log_access)
+    compliance = Compliance(settings, service.gate, dry, service.index, log_access)
     api = Api(compliance, tokens)
     ui = Ui(compliance, tokens, Signer(settings.http.session_secret, tokens))
     api.add_routes(app)

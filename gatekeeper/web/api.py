@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gatekeeper.contract import Source
 from gatekeeper.gate import CallRequest
 from gatekeeper.log.query import CursorError
 from gatekeeper.log.sql import DATABASE_ERRORS
@@ -78,9 +79,9 @@ class Api:
         record = f.boolean("record", True)
         f.finish()
         at = date_time("at", at_text) if at_text is not None else None
-        call = CallRequest(number, campaign, caller_id, presentation, at, source="api")
+        call = CallRequest(number, campaign, caller_id, presentation, at, source=Source.API)
         result = await self.compliance.check(call, record=record)
-        return json_response(result.to_json())
+        return json_response(result.public_json())
 
     async def decisions(self, request: web.Request) -> web.Response:
         self._auth(request, Permission.READ_LOG)

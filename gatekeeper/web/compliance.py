@@ -21,7 +21,7 @@ from typing import Any
 from gatekeeper.config import Settings
 from gatekeeper.core.model import Consent, Facts, Moment, Objection, Relationship, Suppression
 from gatekeeper.core.numbers import mask_e164
-from gatekeeper.gate import CallRequest, Gate, GateDecision
+from gatekeeper.gate import CallRequest, EvidenceError, Gate
 from gatekeeper.index.codec import Kind
 from gatekeeper.index.rows import Row, RowError
 from gatekeeper.index.store import ConsentIndex, is_unavailable
@@ -29,6 +29,7 @@ from gatekeeper.log.query import LogReader
 from gatekeeper.log.record import StoredRecord, format_time
 from gatekeeper.log.sql import DATABASE_ERRORS, SchemaError
 from gatekeeper.log.store import LogStore
+from gatekeeper.record import DecisionRecord
 from gatekeeper.web.auth import Principal
 from gatekeeper.web.inputs import ApiError, Numbers, invalid, row_error
 
@@ -236,10 +237,10 @@ class Report:
 class Compliance:
     """The operations behind the API and the UI."""
 
-    def __init__(self, settings: Settings, gate: Gate, index: ConsentIndex, log_access: LogAccess) -> None:
+    def __init__(self, settings: Settings, gate: Gate, dry: Gate, index: ConsentIndex, log_access: LogAccess) -> None:
         self.settings = settings
         self.gate = gate
-        self.quiet = Gate(settings, index)  # `record: false`: decided like a call, recorded and counted nowhere
+        self.dry = dry  # `record: false`: decided like a call, recorded and counted nowhere
         self.index = index
         self.log = log_access
         self.numbers = Numbers(settings)
@@ -312,11 +313,12 @@ class Compliance:
 
     # -- calls ---------------------------------------------------------------------------------------
 
-    async def check(self, request: CallRequest, *, record: bool) -> GateDecision:
-        if record:
-            return await self.gate.check(request)
-        self.quiet.clock = self.gate.clock  # the same time as the service's gate (the demo sets its own)
-        return await self.quiet.check(request)
+    async def check(self, request: CallRequest, *, record: bool) -> DecisionRecord:
+        try:
+            return await (self.gate if record else self.dry).check(request)
+        except EvidenceError:
+            raise ApiError(503, "log-unavailable", "the decision could not be recorded (neither Redis nor the "
+                           "spool took it), so it is not given; tell an administrator") from None  # fmt: skip
 
     # -- changes -------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from gatekeeper import __version__
 from gatekeeper.config import Settings
-from gatekeeper.core.model import Reason, Verdict
+from gatekeeper.contract import IndexFailure, Reason, Source, Verdict
 from gatekeeper.web.inputs import MAX_BODY, MAX_PAGE, MAX_TEXT
 
 ERROR_CODES = (
@@ -56,6 +56,40 @@ TIME = {"type": "string", "format": "date-time"}
 MOMENT = {
     "type": ["string", "null"],
     "description": "A whole day (YYYY-MM-DD, in the campaign's time zone) or an instant (date-time, UTC).",
+}
+
+
+# The decision record's fields (`gatekeeper.record.DecisionRecord.public_json`), and what the log adds.
+RECORD_PROPERTIES: dict[str, Schema] = {
+    "decision_id": {"type": "string"},
+    "at": TIME,
+    "instance": {"type": "string"},
+    "campaign": {"type": "string"},
+    "tenant": _nullable("string"),
+    "number_masked": MASKED,
+    "number_hash": _nullable("string"),
+    "verdict": {"type": "string", "enum": [v.value for v in Verdict]},
+    "reason": {"type": "string", "enum": [r.value for r in Reason]},
+    "would_block": {"type": "boolean"},
+    "regime": _nullable("string"),
+    "explanation": {"type": "string"},
+    "basis_reference": _nullable("string", description="The evidence: e.g. the consent's reference."),
+    "rule": {"type": "integer"},
+    "generation": _nullable("integer", description="The consent-index generation the decision used."),
+    "uniqueid": {"type": "string"},
+    "linkedid": {"type": "string"},
+    "source": {"type": "string", "enum": [s.value for s in Source]},
+    "latency_us": {"type": "integer", "description": "Microseconds from the request to the verdict."},
+    "index_error": _nullable(
+        "string", description="Why the consent index did not answer (the call was blocked): " + ", ".join(IndexFailure)
+    ),
+}
+CHAIN_PROPERTIES: dict[str, Schema] = {
+    "seq": {"type": "integer"},
+    "stream_id": {"type": "string"},
+    "shipped_at": TIME,
+    "prev_hash": {"type": "string"},
+    "hash": {"type": "string"},
 }
 
 
@@ -105,100 +139,17 @@ def _schemas() -> dict[str, Schema]:
         },
         "CheckResult": {
             "type": "object",
-            "required": [
-                "decision_id",
-                "verdict",
-                "reason",
-                "would_block",
-                "regime",
-                "explanation",
-                "rule",
-                "basis_reference",
-                "campaign",
-                "tenant",
-                "number",
-                "number_hash",
-                "at",
-                "generation",
-                "latency_ms",
-            ],
+            "description": "The decision record, as the gate made it (the log adds its chain fields).",
+            "required": list(RECORD_PROPERTIES),
             "additionalProperties": False,
-            "properties": {
-                "decision_id": {"type": "string"},
-                "verdict": {"type": "string", "enum": [v.value for v in Verdict]},
-                "reason": {"type": "string", "enum": [r.value for r in Reason]},
-                "would_block": {"type": "boolean"},
-                "regime": _nullable("string"),
-                "explanation": {"type": "string"},
-                "rule": {"type": "integer"},
-                "basis_reference": _nullable("string"),
-                "campaign": {"type": "string"},
-                "tenant": _nullable("string"),
-                "number": MASKED,
-                "number_hash": _nullable("string"),
-                "at": TIME,
-                "generation": _nullable("integer"),
-                "latency_ms": {"type": "number"},
-            },
+            "properties": RECORD_PROPERTIES,
         },
         "Decision": {
             "type": "object",
             "description": "A decision as the log keeps it, with its place in its instance's hash chain.",
-            "required": [
-                "decision_id",
-                "at",
-                "instance",
-                "campaign",
-                "tenant",
-                "number_masked",
-                "number_hash",
-                "verdict",
-                "reason",
-                "would_block",
-                "regime",
-                "explanation",
-                "basis_reference",
-                "rule",
-                "generation",
-                "uniqueid",
-                "linkedid",
-                "source",
-                "latency_us",
-                "index_error",
-                "seq",
-                "stream_id",
-                "shipped_at",
-                "prev_hash",
-                "hash",
-            ],
+            "required": [*RECORD_PROPERTIES, *CHAIN_PROPERTIES],
             "additionalProperties": False,
-            "properties": {
-                "decision_id": {"type": "string"},
-                "at": TIME,
-                "instance": {"type": "string"},
-                "campaign": {"type": "string"},
-                "tenant": _nullable("string"),
-                "number_masked": MASKED,
-                "number_hash": _nullable("string"),
-                "verdict": {"type": "string", "enum": [v.value for v in Verdict]},
-                "reason": {"type": "string", "enum": [r.value for r in Reason]},
-                "would_block": {"type": "boolean"},
-                "regime": _nullable("string"),
-                "explanation": {"type": "string"},
-                "basis_reference": _nullable("string", description="The evidence: e.g. the consent's reference."),
-                "rule": {"type": "integer"},
-                "generation": _nullable("integer", description="The consent-index generation the decision used."),
-                "uniqueid": {"type": "string"},
-                "linkedid": {"type": "string"},
-                "source": {"type": "string", "enum": ["fastagi", "ari", "agi", "api", "cli"]},
-                "latency_us": {"type": "integer"},
-                "index_error": _nullable("string"),
-                "seq": {"type": "integer"},
-                "stream_id": {"type": "string"},
-                "shipped_at": TIME,
-                "prev_hash": {"type": "string"},
-                "hash": {"type": "string"},
-            },
+            "properties": {**RECORD_PROPERTIES, **CHAIN_PROPERTIES},
         },
         "DecisionPage": {
             "type": "object",

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gatekeeper.agi import run
 from gatekeeper.config import load
+from gatekeeper.core.model import Reason
 from gatekeeper.devservers import PrivateRedis
 from gatekeeper.index.loader import Loader
-from gatekeeper.index.store import ConsentIndex
-from tests.conftest import PEPPER, write_csv
+from gatekeeper.index.store import ConsentIndex, connect
+from gatekeeper.record import DecisionRecord
+from tests.conftest import PEPPER, pinned, write_csv
 
 pytestmark = pytest.mark.integration
 
@@ -81,10 +86,29 @@ def run_agi(config: Path, args: list[str], stdin: bytes, replies: list[bytes]) -
 
 
 def test_allowed_call(config: Path) -> None:
-    code, commands, err = run_agi(config, ["campaign=acme-sales"], env_block(), [b"200 result=0\n"])
+    # In this process, to pin the call time (a Tuesday morning); the other tests run the script as Asterisk does.
+    stdin, stdout = io.StringIO(env_block().decode() + "200 result=0\n"), io.StringIO()
+    code = run(["campaign=acme-sales"], stdin, stdout, {"GATEKEEPER_CONFIG": str(config)}, clock=pinned())
     assert code == 0
-    assert commands[0].startswith(b'EXEC MSet "GATEKEEPER_RESULT=ALLOW,GATEKEEPER_REASON=consent,')
-    assert b"612345678" not in err
+    assert stdout.getvalue().startswith('EXEC MSet "GATEKEEPER_RESULT=ALLOW,GATEKEEPER_REASON=consent,')
+
+
+async def test_the_decision_is_recorded_before_the_verdict_is_set(config: Path) -> None:
+    # The objection blocks at any hour: no pinned clock is needed for this subprocess.
+    code, commands, err = run_agi(config, ["campaign=acme-sales"], env_block("0612345680"), [b"200 result=0\n"])
+    assert code == 0, err
+    decision_id = commands[0].rstrip(b'"\n').rpartition(b"=")[2].decode()
+    settings = load(config, env={})
+    client = connect(settings.index)
+    try:
+        entries: Any = await client.xrange(f"{settings.index.prefix}:outbox:{settings.log.instance_name}")
+    finally:
+        await client.aclose()
+    records = [DecisionRecord.loads(fields[b"r"]) for _, fields in entries]
+    (record,) = [r for r in records if r.decision_id == decision_id]
+    assert (record.source, record.reason, record.uniqueid) == ("agi", Reason.OBJECTION, "1795860072.69")
+    assert record.number_masked == "+31 6 ****5680"
+    assert b"612345680" not in err
 
 
 def test_blocked_call_and_campaign_from_the_channel_variable(config: Path) -> None:

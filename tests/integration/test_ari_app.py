@@ -13,6 +13,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,11 @@ from gatekeeper.ari.app import (
 )
 from gatekeeper.config import AriSettings, Settings
 from gatekeeper.devservers import PrivateRedis, free_port
-from gatekeeper.gate import CallRequest, Gate, GateDecision
+from gatekeeper.gate import NOT_RECORDED, CallRequest, Gate
 from gatekeeper.index.loader import Loader
 from gatekeeper.index.store import ConsentIndex
 from gatekeeper.metrics import Metrics
+from gatekeeper.record import DecisionRecord
 from tests.asterisk_sim.ari import AriSimulator, CallOutcome, Endpoint, RecordedRequest, SimCall
 from tests.conftest import make_settings, write_csv
 
@@ -76,16 +78,37 @@ async def loaded(index: ConsentIndex, tmp_path: Path) -> ConsentIndex:
     return index
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What the ARI application asked the gate, and the record it got back."""
+
+    request: CallRequest
+    record: DecisionRecord
+
+
+class ObservedGate(Gate):
+    """The real gate (recording nowhere), remembering each request with its record."""
+
+    def __init__(
+        self, settings: Settings, index: ConsentIndex, seen: list[Seen], *, budget: float | None = None
+    ) -> None:
+        super().__init__(settings, index, NOT_RECORDED, clock=lambda: NOW, budget=budget)
+        self.seen = seen
+
+    async def check(self, request: CallRequest, *, budget: float | None = None) -> DecisionRecord:
+        record = await super().check(request, budget=budget)
+        self.seen.append(Seen(request, record))
+        return record
+
+
 @pytest.fixture
-def decisions() -> list[GateDecision]:
+def decisions() -> list[Seen]:
     return []
 
 
 @pytest.fixture
-def gate(settings: Settings, loaded: ConsentIndex, decisions: list[GateDecision]) -> Gate:
-    gate = Gate(settings, loaded, clock=lambda: NOW)
-    gate.listeners.append(decisions.append)
-    return gate
+def gate(settings: Settings, loaded: ConsentIndex, decisions: list[Seen]) -> Gate:
+    return ObservedGate(settings, loaded, decisions)
 
 
 @pytest.fixture
@@ -157,7 +180,7 @@ def requests_for(sim: AriSimulator, call: SimCall) -> list[RecordedRequest]:
     return [r for r in sim.requests if r.path.startswith(f"/ari/channels/{call.channel_id}")]
 
 
-def decision_for(decisions: list[GateDecision], call: SimCall) -> GateDecision:
+def decision_for(decisions: list[Seen], call: SimCall) -> Seen:
     (found,) = [d for d in decisions if d.request.uniqueid == call.channel_id]
     return found
 
@@ -242,7 +265,7 @@ async def test_allowed_call_sets_the_variables_then_continues(
     sim: AriSimulator,
     gate: Gate,
     metrics: Metrics,
-    decisions: list[GateDecision],
+    decisions: list[Seen],
     app_logs: pytest.LogCaptureFixture,
 ) -> None:
     async with running(sim, gate, metrics) as app:
@@ -253,7 +276,8 @@ async def test_allowed_call_sets_the_variables_then_continues(
     assert call.outcome is CallOutcome.CONTINUED and call.would_dial
     assert call.variables["GATEKEEPER_RESULT"] == "ALLOW"
     assert call.variables["GATEKEEPER_REASON"] == "consent"
-    assert call.variables["GATEKEEPER_DECISION_ID"] == decision.id and len(decision.id) == 26
+    assert call.variables["GATEKEEPER_DECISION_ID"] == decision.record.decision_id
+    assert len(decision.record.decision_id) == 26
     assert call.continued_to is not None and call.continued_to.priority == 2  # the next priority
     assert call.dialplan_log[0] == "GKTRACE outbound-ari exten=0612345678 STASISSTATUS=SUCCESS GATEKEEPER_RESULT=ALLOW"
     request = decision.request
@@ -356,7 +380,7 @@ async def test_campaign_and_number_sources(
     sim: AriSimulator,
     gate: Gate,
     metrics: Metrics,
-    decisions: list[GateDecision],
+    decisions: list[Seen],
     options: dict[str, Any],
     ari: dict[str, Any],
     dialled: str,
@@ -393,13 +417,13 @@ async def test_unknown_campaign_and_invalid_number_block(
 
 
 async def test_monitor_mode_campaign_lets_the_call_through_with_the_blocking_reason(
-    sim: AriSimulator, gate: Gate, metrics: Metrics, decisions: list[GateDecision]
+    sim: AriSimulator, gate: Gate, metrics: Metrics, decisions: list[Seen]
 ) -> None:
     async with running(sim, gate, metrics):
         call = await place(sim, NO_DATA, variables={"GATEKEEPER_CAMPAIGN": "acme-shadow"})
     assert call.would_dial
     assert (call.variables["GATEKEEPER_RESULT"], call.variables["GATEKEEPER_REASON"]) == ("ALLOW", "no-basis")
-    assert decision_for(decisions, call).decision.would_block
+    assert decision_for(decisions, call).record.would_block
 
 
 async def test_redis_down_blocks_with_index_unavailable_and_continues(
@@ -408,7 +432,7 @@ async def test_redis_down_blocks_with_index_unavailable_and_continues(
     down = make_settings(f"redis://127.0.0.1:{free_port()}/0")
     index = ConsentIndex.from_settings(down.index)
     try:
-        gate = Gate(down, index, clock=lambda: NOW)
+        gate = Gate(down, index, NOT_RECORDED, clock=lambda: NOW)
         metrics = Metrics(down, CollectorRegistry())
         async with running(sim, gate, metrics):
             call = await place(sim, ALLOWED, variables=ACME)
@@ -426,7 +450,7 @@ async def test_redis_stopped_mid_run_blocks_the_next_call(sim: AriSimulator, tmp
         try:
             path = write_csv(tmp_path / "c.csv", [f"acme,{ALLOWED},consent,2025-01-01,,form-1"])
             await Loader(index).load(path, region="NL", replace=True, now=NOW)
-            gate = Gate(own, index, clock=lambda: NOW)
+            gate = Gate(own, index, NOT_RECORDED, clock=lambda: NOW)
             async with running(sim, gate, Metrics(own, CollectorRegistry())):
                 before = await place(sim, ALLOWED, variables=ACME)
                 redis_server.stop()
@@ -460,10 +484,10 @@ async def test_a_bug_in_the_gate_still_releases_the_channel(
     sim: AriSimulator, settings: Settings, loaded: ConsentIndex, metrics: Metrics, app_logs: pytest.LogCaptureFixture
 ) -> None:
     class BrokenGate(Gate):
-        async def check(self, request: CallRequest, *, budget: float | None = None) -> GateDecision:
+        async def check(self, request: CallRequest, *, budget: float | None = None) -> DecisionRecord:
             raise RuntimeError("broken on purpose")
 
-    async with running(sim, BrokenGate(settings, loaded), metrics):
+    async with running(sim, BrokenGate(settings, loaded, NOT_RECORDED), metrics):
         call = await place(sim, ALLOWED, variables=ACME)
     assert call.outcome is CallOutcome.CONTINUED and not call.would_dial
     assert not [r for r in requests_for(sim, call) if r.endpoint is Endpoint.SET_VARIABLE]
@@ -484,7 +508,7 @@ async def test_a_failed_continue_is_retried_then_the_channel_is_hung_up(
 
 
 async def test_a_hung_up_channel_ends_the_handler_quietly(
-    sim: AriSimulator, gate: Gate, metrics: Metrics, decisions: list[GateDecision], app_logs: pytest.LogCaptureFixture
+    sim: AriSimulator, gate: Gate, metrics: Metrics, decisions: list[Seen], app_logs: pytest.LogCaptureFixture
 ) -> None:
     async with running(sim, gate, metrics) as app:
         hold = hold_reads(sim)
@@ -566,7 +590,7 @@ async def test_websocket_drop_reconnects_and_calls_in_stasis_are_finished_throug
 
 
 async def test_channels_left_in_stasis_are_adopted_on_connect(
-    sim: AriSimulator, gate: Gate, metrics: Metrics, decisions: list[GateDecision]
+    sim: AriSimulator, gate: Gate, metrics: Metrics, decisions: list[Seen]
 ) -> None:
     # a previous gatekeeper process took the calls into Stasis and died before answering them
     async with aiohttp.ClientSession(headers=AUTH) as http:
@@ -659,12 +683,11 @@ async def test_stop_cancels_calls_that_outlast_it_and_still_releases_them(
 
 
 async def test_many_concurrent_calls_are_all_answered(
-    sim: AriSimulator, settings: Settings, loaded: ConsentIndex, metrics: Metrics, decisions: list[GateDecision]
+    sim: AriSimulator, settings: Settings, loaded: ConsentIndex, metrics: Metrics, decisions: list[Seen]
 ) -> None:
     count = 200
     # a generous index budget: this is about the ARI side answering every call, not Redis under a burst
-    gate = Gate(settings, loaded, budget=STEP, clock=lambda: NOW)
-    gate.listeners.append(decisions.append)
+    gate = ObservedGate(settings, loaded, decisions, budget=STEP)
     async with running(sim, gate, metrics):
         calls = [
             await sim.originate(ALLOWED if i % 2 == 0 else OBJECTED, caller=CALLER, variables=ACME)

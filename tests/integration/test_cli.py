@@ -77,7 +77,7 @@ def test_check_allow_and_block_with_exit_status(loaded: Path, capsys: pytest.Cap
         "regime": "nl-2026",
     }
     assert result["basis_reference"] == "form-1" and "consent given 2025-01-01" in result["explanation"]
-    assert result["number"] == "+31 6 ****5678" and "0612345678" not in json.dumps(result)
+    assert result["number_masked"] == "+31 6 ****5678" and "0612345678" not in json.dumps(result)
     code, result = check_json(capsys, loaded, "0612345680", "--campaign", "acme-sales", "--at", "2026-12-01T10:30")
     assert (code, result["verdict"], result["reason"]) == (1, "block", "objection")
 

@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gatekeeper.compose import build_service
 from gatekeeper.config import Settings
 from gatekeeper.devservers import PrivateRedis, free_port
 from gatekeeper.index.loader import Loader
 from gatekeeper.index.store import ConsentIndex
-from gatekeeper.serve import build
 from gatekeeper.service import Service
 from gatekeeper.simulator.fastagi import AgiStatus, SessionResult, SimChannel, SimulatedCall, run_session
-from tests.conftest import PEPPER, make_settings, write_csv
+from tests.conftest import PEPPER, make_settings, pinned, write_csv
 
 pytestmark = pytest.mark.integration
 ROWS = [
@@ -49,7 +49,7 @@ async def started(redis_server: PrivateRedis, tmp_path: Path) -> AsyncIterator[C
     async def start(**sections: dict[str, Any]) -> Service:
         settings = make_settings(redis_server.url, sections=sections)
         await load(settings, tmp_path)
-        service = build(settings, registry=CollectorRegistry())
+        service = build_service(settings, registry=CollectorRegistry(), clock=pinned())
         await service.start()
         services.append(service)
         return service
@@ -146,7 +146,7 @@ async def test_redis_stopped_mid_run_fails_closed_and_recovers(tmp_path: Path) -
     try:
         settings = make_settings(redis.url, sections={"fastagi": {"budget_ms": 200}})
         await load(settings, tmp_path)
-        service = build(settings, registry=CollectorRegistry())
+        service = build_service(settings, registry=CollectorRegistry(), clock=pinned())
         await service.start()
         try:
             assert verdict(await call(service)) == ("ALLOW", "consent")

@@ -15,11 +15,8 @@ from typing import Any, Generic, TypeVar
 
 import pytest
 
+from gatekeeper.contract import GATEKEEPER_CAMPAIGN, GATEKEEPER_DECISION_ID, GATEKEEPER_REASON, GATEKEEPER_RESULT
 from gatekeeper.fastagi.protocol import (
-    GATEKEEPER_CAMPAIGN,
-    GATEKEEPER_DECISION_ID,
-    GATEKEEPER_REASON,
-    GATEKEEPER_RESULT,
     AgiEnvironment,
     DeadChannel,
     EnvironmentParser,

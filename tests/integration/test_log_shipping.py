@@ -25,20 +25,19 @@ from aiohttp import ClientSession
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from gatekeeper.compose import build_service, command_gate
 from gatekeeper.config import Address, HttpSettings, LogSettings, Settings
 from gatekeeper.core.model import Reason, Verdict
 from gatekeeper.devservers import PrivateRedis, free_port
-from gatekeeper.gate import CallRequest, Gate, GateDecision
+from gatekeeper.gate import CallRequest, Gate
 from gatekeeper.index.store import ConsentIndex, connect
-from gatekeeper.log.commands import add_log_parser, cli_recorder, cmd_log, log_purge, log_ship_once, log_verify
+from gatekeeper.log.commands import add_log_parser, cmd_log, log_purge, log_ship_once, log_verify
 from gatekeeper.log.outbox import RECORD_FIELD, Outbox, OutboxKeys, Spool
-from gatekeeper.log.record import LogRecord
 from gatekeeper.log.shipper import Shipper, Stage, shipper_client
 from gatekeeper.log.store import LogStore
 from gatekeeper.metrics import Metrics
-from gatekeeper.serve import build
-from gatekeeper.service import Component, Service
-from tests.conftest import PEPPER, make_settings
+from gatekeeper.record import DecisionRecord, EvidenceError
+from tests.conftest import PEPPER, make_settings, pinned
 from tests.pg import PrivatePostgres, shared_postgres
 
 pytestmark = pytest.mark.integration
@@ -99,10 +98,10 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: fl
         await asyncio.sleep(0.01)
 
 
-def synthetic(n: int, at: dt.datetime | None = None) -> list[LogRecord]:
+def synthetic(n: int, at: dt.datetime | None = None) -> list[DecisionRecord]:
     at = at or dt.datetime.now(dt.UTC)
     return [
-        LogRecord(
+        DecisionRecord(
             decision_id=f"{secrets.token_hex(13)}",
             at=at,
             instance=INSTANCE,
@@ -156,18 +155,15 @@ CALLS = [
 ]
 
 
-async def decide(gate: Gate, calls: list[CallRequest]) -> list[GateDecision]:
-    results = [await gate.check(call) for call in calls]
-    await gate.drain()
-    return results
+async def decide(gate: Gate, calls: list[CallRequest]) -> list[DecisionRecord]:
+    return [await gate.check(call) for call in calls]  # each returns once its record is kept
 
 
 async def test_every_gate_decision_reaches_sql_once_with_its_evidence(
     log_settings: Settings, index: ConsentIndex, store: LogStore, tmp_path: Path
 ) -> None:
-    gate = Gate(log_settings, index, budget=2.0)
     outbox = make_outbox(log_settings, index, tmp_path)
-    gate.recorder = outbox
+    gate = Gate(log_settings, index, outbox, budget=2.0, clock=pinned())
     results = await decide(gate, CALLS)
     assert outbox.appended == len(CALLS) and outbox.spooled == 0
     registry = CollectorRegistry()
@@ -182,31 +178,12 @@ async def test_every_gate_decision_reaches_sql_once_with_its_evidence(
         assert (await shipper.readiness()).ok
     finally:
         await shipper.client.aclose()
-    await assert_exactly_once(store, [r.id for r in results])
+    await assert_exactly_once(store, [r.decision_id for r in results])
     for result in results:
-        stored = await store.get(result.id)
+        stored = await store.get(result.decision_id)
         assert stored is not None
-        r, d = stored.record, result.decision
-        assert (r.verdict, r.reason, r.would_block, r.rule, r.regime) == (
-            d.verdict,
-            d.reason,
-            d.would_block,
-            d.rule,
-            d.regime,
-        )
-        assert (r.campaign, r.tenant, r.number_masked, r.number_hash) == (
-            result.request.campaign,
-            result.tenant,
-            result.masked_number,
-            result.number_hash,
-        )
-        assert (r.uniqueid, r.linkedid, r.source, r.instance) == (
-            result.request.uniqueid,
-            result.request.linkedid,
-            result.request.source,
-            INSTANCE,
-        )
-        assert r.at == result.at and r.explanation == d.explanation
+        assert stored.record == result  # every field, as the gate made it
+        assert result.instance == INSTANCE and result.at == pinned()().astimezone(dt.UTC)
     by_reason = {s.record.reason for s in (await store.list_decisions()).items}
     assert {Reason.UNKNOWN_CAMPAIGN, Reason.INVALID_NUMBER, Reason.EMERGENCY, Reason.CALLER_ID} <= by_reason
 
@@ -234,16 +211,14 @@ async def sql_dump(store: LogStore) -> str:
 async def test_no_plaintext_number_in_redis_the_spool_or_sql(
     log_settings: Settings, index: ConsentIndex, store: LogStore, tmp_path: Path
 ) -> None:
-    gate = Gate(log_settings, index, budget=2.0)
-    gate.recorder = make_outbox(log_settings, index, tmp_path)
+    gate = Gate(log_settings, index, make_outbox(log_settings, index, tmp_path), budget=2.0, clock=pinned())
     await decide(gate, CALLS)
     # Some of them spooled by a process that cannot reach Redis.
     dead = ConsentIndex(
         connect(dataclasses.replace(log_settings.index, redis_url=f"redis://127.0.0.1:{free_port()}/0")), index.keys
     )
     try:
-        offline = Gate(log_settings, dead, budget=2.0)
-        offline.recorder = make_outbox(log_settings, dead, tmp_path)
+        offline = Gate(log_settings, dead, make_outbox(log_settings, dead, tmp_path), budget=2.0, clock=pinned())
         await decide(offline, CALLS)
     finally:
         await dead.close()
@@ -273,7 +248,7 @@ async def test_a_crash_between_commit_and_acknowledgement_loses_and_duplicates_n
     outbox = make_outbox(log_settings, index, tmp_path)
     records = synthetic(10)
     for r in records:
-        await outbox.append_record(r)
+        await outbox.keep(r)
     first = make_shipper(log_settings, store, batch=4)
 
     async def crash(stage: Stage) -> None:
@@ -304,7 +279,7 @@ async def test_a_crash_between_read_and_insert_loses_nothing(
     outbox = make_outbox(log_settings, index, tmp_path)
     records = synthetic(7)
     for r in records:
-        await outbox.append_record(r)
+        await outbox.keep(r)
     first = make_shipper(log_settings, store, batch=3)
 
     async def crash(stage: Stage) -> None:
@@ -333,7 +308,7 @@ async def test_a_running_shipper_cancelled_after_commit_is_replaced_without_dupl
     outbox = make_outbox(log_settings, index, tmp_path)
     records = synthetic(25)
     for r in records[:5]:
-        await outbox.append_record(r)
+        await outbox.keep(r)
     first = make_shipper(log_settings, store)
     committed, never = asyncio.Event(), asyncio.Event()
 
@@ -352,7 +327,7 @@ async def test_a_running_shipper_cancelled_after_commit_is_replaced_without_dupl
         await first.client.aclose()
     assert await store.count() == 5
     for r in records[5:]:
-        await outbox.append_record(r)
+        await outbox.keep(r)
     second = make_shipper(log_settings, store)
     await second.start()
     try:
@@ -381,9 +356,9 @@ async def test_postgresql_stopped_and_restarted_during_a_stream_of_decisions(
         records = synthetic(500)
         await shipper.start()
 
-        async def produce(part: list[LogRecord]) -> None:
+        async def produce(part: list[DecisionRecord]) -> None:
             for r in part:
-                await outbox.append_record(r)
+                await outbox.keep(r)
 
         try:
             await asyncio.gather(produce(records[:200]), asyncio.to_thread(pg.stop))  # stops mid-stream
@@ -421,16 +396,15 @@ async def test_redis_down_spools_and_the_spool_is_replayed_exactly_once(log_sett
     settings = dataclasses.replace(private, log=log_settings.log)
     index = ConsentIndex.from_settings(settings.index)
     store = await LogStore.from_dsn(settings.log.dsn).open()
-    gate = Gate(settings, index, budget=2.0)
     outbox = make_outbox(settings, index, tmp_path)
-    gate.recorder = outbox
+    gate = Gate(settings, index, outbox, budget=2.0, clock=pinned())
     shipper = make_shipper(settings, store)
     try:
         before = await decide(gate, CALLS[:3])
         assert await shipper.ship_once() == 3
         await asyncio.to_thread(redis.stop)
         during = await decide(gate, CALLS)  # fail closed, recorded in the spool
-        assert Reason.INDEX_UNAVAILABLE in {r.decision.reason for r in during}
+        assert Reason.INDEX_UNAVAILABLE in {r.reason for r in during}
         assert outbox.spooling and outbox.spooled == len(CALLS)
         assert "spooled" in (await outbox.readiness()).detail
         spooled_lines = outbox.spool.path.read_bytes()
@@ -457,7 +431,7 @@ async def test_redis_down_spools_and_the_spool_is_replayed_exactly_once(log_sett
             return shipper.duplicates == len(CALLS) and await stream_state(shipper) == (0, 0)
 
         await eventually(duplicates_skipped, "the replayed duplicates to be skipped")
-        await assert_exactly_once(store, [r.id for r in before + during + after])
+        await assert_exactly_once(store, [r.decision_id for r in before + during + after])
     finally:
         await outbox.stop()
         await shipper.stop()
@@ -467,7 +441,7 @@ async def test_redis_down_spools_and_the_spool_is_replayed_exactly_once(log_sett
         await asyncio.to_thread(redis.stop)
 
 
-async def test_append_never_raises_even_when_nothing_can_take_the_record(
+async def test_keep_raises_when_nothing_can_take_the_record(
     log_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "file").write_text("")
@@ -475,9 +449,10 @@ async def test_append_never_raises_even_when_nothing_can_take_the_record(
     try:
         outbox = Outbox(client, OutboxKeys("gk", INSTANCE), Spool(tmp_path / "file" / "spool", INSTANCE))
         record = synthetic(1)[0]
-        await outbox.append_record(record)  # Redis refused, the spool directory cannot exist
+        with pytest.raises(EvidenceError, match="spool"):
+            await outbox.keep(record)  # Redis refused, the spool directory cannot exist
         assert outbox.spooling and outbox.spooled == 0
-        assert f"LOST decision record {record.decision_id}" in caplog.text
+        assert f"decision {record.decision_id} not kept" in caplog.text
     finally:
         await client.aclose()
 
@@ -487,10 +462,10 @@ async def test_a_malformed_outbox_entry_is_kept_as_a_dead_letter(
 ) -> None:
     outbox = make_outbox(log_settings, index, tmp_path)
     good = synthetic(2)
-    await outbox.append_record(good[0])
+    await outbox.keep(good[0])
     await index.client.xadd(outbox.keys.stream, {RECORD_FIELD: b'{"v": 99}'})
     await index.client.xadd(outbox.keys.stream, {b"other": b"junk"})
-    await outbox.append_record(good[1])
+    await outbox.keep(good[1])
     shipper = make_shipper(log_settings, store)
     try:
         assert await shipper.ship_once() == 2
@@ -510,8 +485,7 @@ async def test_check_record_then_log_commands(
     log_settings: Settings, index: ConsentIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the default spool directory for PostgreSQL
-    gate = Gate(log_settings, index, budget=2.0)
-    gate.recorder = cli_recorder(log_settings, index)
+    gate = command_gate(log_settings, index, budget=2.0, clock=pinned())
     results = await decide(gate, CALLS[:3])
     out, err = io.StringIO(), io.StringIO()
     assert await log_ship_once(log_settings, out=out, err=err) == 0, err.getvalue()
@@ -521,8 +495,7 @@ async def test_check_record_then_log_commands(
         connect(dataclasses.replace(log_settings.index, redis_url=f"redis://127.0.0.1:{free_port()}/0")), index.keys
     )
     try:
-        offline = Gate(log_settings, dead, budget=2.0)
-        offline.recorder = cli_recorder(log_settings, dead)
+        offline = command_gate(log_settings, dead, budget=2.0, clock=pinned())
         results += await decide(offline, CALLS[:1])
     finally:
         await dead.close()
@@ -538,7 +511,7 @@ async def test_check_record_then_log_commands(
         assert await cmd_log(log_settings, parser.parse_args(argv)) == 0
     store = await LogStore.from_dsn(log_settings.log.dsn).open()
     try:
-        await assert_exactly_once(store, [r.id for r in results])
+        await assert_exactly_once(store, [r.decision_id for r in results])
         async with store.db.transaction(write=True) as tx:
             await tx.execute("UPDATE decisions SET explanation = 'edited' WHERE seq = 2")
     finally:
@@ -568,10 +541,10 @@ async def test_the_group_is_created_again_when_redis_lost_the_stream(
     shipper = make_shipper(log_settings, store)
     try:
         first, second = synthetic(1), synthetic(1)
-        await outbox.append_record(first[0])
+        await outbox.keep(first[0])
         assert await shipper.ship_once() == 1
         await index.client.delete(outbox.keys.stream)  # a Redis restart without persistence
-        await outbox.append_record(second[0])
+        await outbox.keep(second[0])
         assert await shipper.ship_once() == 1
         groups = await index.client.xinfo_groups(outbox.keys.stream)
         assert [g["name"] for g in groups] == [b"shipper"]
@@ -581,16 +554,17 @@ async def test_the_group_is_created_again_when_redis_lost_the_stream(
 
 
 async def test_wired_into_the_service(log_settings: Settings, tmp_path: Path) -> None:
-    """The wiring described for gatekeeper/service.py: recorder, outbox and shipper components, /readyz."""
-    settings = dataclasses.replace(log_settings, http=HttpSettings(listen=Address("127.0.0.1", 0)))
-    service = Service(settings, registry=CollectorRegistry())
-    outbox = Outbox.from_settings(settings, service.index.client, spool_dir=tmp_path)
-    shipper = Shipper.from_settings(settings, metrics=service.metrics)
+    """The composition root's wiring: the gate records to the outbox, the outbox and shipper are components."""
+    settings = dataclasses.replace(
+        log_settings,
+        http=HttpSettings(listen=Address("127.0.0.1", 0)),
+        log=dataclasses.replace(log_settings.log, spool_dir=tmp_path),
+    )
+    service = build_service(settings, registry=CollectorRegistry(), clock=pinned())
+    outbox = next(c for c in service.components if isinstance(c, Outbox))
+    shipper = next(c for c in service.components if isinstance(c, Shipper))
+    assert service.gate.recorder is outbox
     shipper.block = 0.05
-    components: list[Component] = [outbox, shipper]
-    service.gate.recorder = outbox
-    for component in components:
-        service.add(component)
     await service.start()
     try:
         results = [await service.gate.check(call) for call in CALLS[:3]]
@@ -601,7 +575,7 @@ async def test_wired_into_the_service(log_settings: Settings, tmp_path: Path) ->
                 return await reader.count() == 3
 
             await eventually(shipped, "the service's shipper to ship the decisions")
-            await assert_exactly_once(reader, [r.id for r in results])
+            await assert_exactly_once(reader, [r.decision_id for r in results])
         finally:
             await reader.close()
         async with ClientSession() as http, http.get(f"http://127.0.0.1:{service.http_port}/readyz") as response:
@@ -618,12 +592,11 @@ async def test_the_shipper_in_a_process_of_its_own(redis_server: PrivateRedis, t
     settings = make_settings(
         redis_server.url, sections={"log": {"dsn": dsn, "instance": "sep", "ship_in_serve": False}}
     )
-    service = build(settings, registry=CollectorRegistry())
+    service = build_service(settings, registry=CollectorRegistry(), clock=pinned())
     assert "log" not in {c.name for c in service.components}
     await service.start()
     try:
         results = await decide(service.gate, CALLS[:3])
-        await service.gate.drain()
     finally:
         await service.stop()
     config = tmp_path / "ship.toml"
@@ -642,7 +615,7 @@ async def test_the_shipper_in_a_process_of_its_own(redis_server: PrivateRedis, t
                 await asyncio.sleep(0.05)
         shipper.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(shipper.wait, 20) == 0
-        await assert_exactly_once(store, [r.id for r in results])
+        await assert_exactly_once(store, [r.decision_id for r in results])
     finally:
         if shipper.poll() is None:
             shipper.kill()

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from gatekeeper.core.model import Reason, Verdict
-from gatekeeper.gate import new_decision_id
 from gatekeeper.log.query import (
     CSV_COLUMNS,
     DECISION_COLUMNS,
@@ -27,9 +26,10 @@ from gatekeeper.log.query import (
     DecisionFilter,
     row_from_stored,
 )
-from gatekeeper.log.record import LogRecord, StoredRecord, chain_hash, format_time
+from gatekeeper.log.record import DecisionRecord, StoredRecord, chain_hash, format_time
 from gatekeeper.log.sql import SchemaError
 from gatekeeper.log.store import ChainConflict, LogStore, ProblemKind
+from gatekeeper.record import new_decision_id
 from tests.pg import shared_postgres
 
 pytestmark = pytest.mark.integration
@@ -65,8 +65,8 @@ def record(
     number_hash: str | None = HASH_A,
     instance: str = "pbx-1",
     would_block: bool = False,
-) -> LogRecord:
-    return LogRecord(
+) -> DecisionRecord:
+    return DecisionRecord(
         decision_id=new_decision_id(at.timestamp()),
         at=at,
         instance=instance,
@@ -93,11 +93,11 @@ def record(
 _stream_seq = iter(range(1, 10**9))
 
 
-def entries(records: list[LogRecord]) -> list[tuple[str, LogRecord]]:
+def entries(records: list[DecisionRecord]) -> list[tuple[str, DecisionRecord]]:
     return [(f"1700000000000-{next(_stream_seq)}", r) for r in records]
 
 
-async def ship(store: LogStore, records: list[LogRecord]) -> None:
+async def ship(store: LogStore, records: list[DecisionRecord]) -> None:
     report = await store.insert_batch(entries(records))
     assert report.inserted == len(records)
 
@@ -146,7 +146,7 @@ async def test_two_shippers_of_one_instance_never_fork_the_chain(dsn: str) -> No
     one, two = await LogStore.from_dsn(dsn).open(), await LogStore.from_dsn(dsn).open()
     batch = entries([record(T0 + dt.timedelta(seconds=i)) for i in range(40)])
 
-    async def ship_until_stored(target: LogStore, part: list[tuple[str, LogRecord]]) -> None:
+    async def ship_until_stored(target: LogStore, part: list[tuple[str, DecisionRecord]]) -> None:
         for _ in range(5):
             try:
                 await target.insert_batch(part)
@@ -181,7 +181,7 @@ async def test_migrations_apply_once_and_refuse_a_newer_schema(store: LogStore, 
         await newer.close()
 
 
-async def chain_of(store: LogStore, n: int, instance: str = "pbx-1") -> list[LogRecord]:
+async def chain_of(store: LogStore, n: int, instance: str = "pbx-1") -> list[DecisionRecord]:
     records = [record(T0 + dt.timedelta(minutes=i), instance=instance) for i in range(n)]
     await ship(store, records)
     return records

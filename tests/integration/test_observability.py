@@ -29,16 +29,15 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from gatekeeper.compose import build_service
 from gatekeeper.config import Settings
 from gatekeeper.devservers import PrivateRedis, free_port
 from gatekeeper.index.loader import Loader
 from gatekeeper.log.outbox import Outbox
-from gatekeeper.log.shipper import Shipper
 from gatekeeper.logs import DecisionLogger, LogCounter
-from gatekeeper.serve import build
 from gatekeeper.service import Service
 from gatekeeper.simulator.fastagi import SimChannel, run_session
-from tests.conftest import make_settings, write_csv
+from tests.conftest import make_settings, pinned, write_csv
 
 pytestmark = pytest.mark.integration
 
@@ -243,17 +242,11 @@ def prometheus_config(http_port: int) -> dict[str, Any]:
 
 
 def serving(settings: Settings, tmp_path: Path) -> Service:
-    """`gatekeeper serve` as built for production: the service, plus the decision log and the structured
-    logging wherever `serve.build` does not add them itself yet."""
-    service = build(settings, registry=CollectorRegistry())
-    if not any(isinstance(listener, DecisionLogger) for listener in service.gate.listeners):
-        service.gate.listeners.append(DecisionLogger())
-    if service.gate.recorder is None:
-        outbox = Outbox.from_settings(settings, service.index.client, spool_dir=tmp_path)
-        service.gate.recorder = outbox
-        service.add(outbox)
-    if not any(c.name == "log" for c in service.components):
-        service.add(Shipper.from_settings(settings, metrics=service.metrics))
+    """`gatekeeper serve` as built for production, with its decision log and structured logging."""
+    service = build_service(settings, registry=CollectorRegistry(), clock=pinned())
+    assert any(isinstance(listener, DecisionLogger) for listener in service.gate.listeners)
+    assert isinstance(service.gate.recorder, Outbox)
+    assert any(c.name == "log" for c in service.components)
     return service
 
 

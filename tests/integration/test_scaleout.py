@@ -35,21 +35,22 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from redis.crc import key_slot
 
+from gatekeeper.compose import build_service, dry_gate
 from gatekeeper.config import LogSettings, Settings
 from gatekeeper.core.model import Reason, Verdict
 from gatekeeper.core.policy import zone
 from gatekeeper.devservers import PrivateRedis, free_port
-from gatekeeper.gate import CallRequest, Gate, GateDecision
+from gatekeeper.gate import CallRequest, Gate
 from gatekeeper.index.connect import connect
 from gatekeeper.index.loader import Loader
 from gatekeeper.index.store import ConsentIndex
 from gatekeeper.log.outbox import Outbox, OutboxKeys, Spool
 from gatekeeper.log.shipper import Shipper
 from gatekeeper.log.store import LogStore
-from gatekeeper.serve import build
+from gatekeeper.record import DecisionRecord
 from gatekeeper.service import Service
 from gatekeeper.simulator.fastagi import SimChannel, run_session
-from tests.conftest import make_settings, write_csv
+from tests.conftest import TUESDAY_MORNING, make_settings, pinned, write_csv
 from tests.pg import shared_postgres
 
 pytestmark = pytest.mark.integration
@@ -203,23 +204,23 @@ async def test_cluster_import_decide_write_through_and_one_round_trip(cluster: P
         assert report.error_count == 0 and report.tenants["acme"].records_created == len(CONSENTED) + 1
         sizes = [PrivateCluster.client(n.port).dbsize() for n in cluster.nodes]
         assert all(size > 100 for size in sizes), sizes  # the index spans every node
-        gate_a, gate_b = Gate(settings, first), Gate(settings, second)
+        gate_a, gate_b = dry_gate(settings, first), dry_gate(settings, second)
         await first.warm()
         await second.warm()
 
         for number in (*CONSENTED[:5], OBJECTED, UNKNOWN):
             for gate in (gate_a, gate_b):
-                d = (await gate.check(request(number))).decision
+                d = await gate.check(request(number))
                 assert (d.verdict, d.reason) == expected(number), number
 
         # Write-through: an objection registered on one instance blocks the next call on the other.
         target = CONSENTED[0]
         await first.object("acme", "+31" + target[1:], AT - dt.timedelta(days=1), "phone-call")
-        assert (await gate_b.check(request(target))).decision.reason is Reason.OBJECTION
+        assert (await gate_b.check(request(target))).reason is Reason.OBJECTION
         # Erasure through the second instance: the first sees a suppression at once.
         erased = CONSENTED[1]
         assert await second.erase("+31" + erased[1:], AT - dt.timedelta(days=1)) >= 1
-        assert (await gate_a.check(request(erased))).decision.reason is Reason.SUPPRESSED
+        assert (await gate_a.check(request(erased))).reason is Reason.SUPPRESSED
         # A scrub (batched lookups) on the cluster: pipelined LOOKUPs, node by node.
         scrub = await gate_a.check_many("acme-sales", [CONSENTED[2], OBJECTED, UNKNOWN], AT)
         assert [d.reason for d in scrub] == [Reason.CONSENT, Reason.OBJECTION, Reason.NO_BASIS]
@@ -236,7 +237,7 @@ async def test_cluster_import_decide_write_through_and_one_round_trip(cluster: P
             for monitor in monitors:
                 await stack.enter_async_context(monitor)
             for number in numbers:
-                assert (await gate_a.check(request(number))).decision.verdict is Verdict.ALLOW
+                assert (await gate_a.check(request(number))).verdict is Verdict.ALLOW
             for raw in markers:
                 await raw.echo(marker)
             seen = {m.port: await m.until(marker) for m in monitors}
@@ -251,8 +252,8 @@ async def test_cluster_import_decide_write_through_and_one_round_trip(cluster: P
         await Loader(first).load(write_csv(tmp_path / "again.csv", rows()), region="NL", replace=True)
         for node in cluster.nodes:
             PrivateCluster.client(node.port).script_flush()
-        assert (await gate_b.check(request(CONSENTED[3]))).decision.reason is Reason.CONSENT
-        assert (await gate_b.check(request(target))).decision.reason is Reason.OBJECTION  # survives the import
+        assert (await gate_b.check(request(CONSENTED[3]))).reason is Reason.CONSENT
+        assert (await gate_b.check(request(target))).reason is Reason.OBJECTION  # survives the import
 
         latencies = []
         for i in range(400):
@@ -294,8 +295,8 @@ async def test_cluster_interrupted_import_leaves_nothing_behind(cluster: Private
         }
         assert generations == {current.number}  # the half-written generation is gone from every node
         assert all(build is None for _, build in (await index.pointer_state("acme")).values())
-        gate = Gate(settings, index)
-        assert (await gate.check(request(CONSENTED[0]))).decision.reason is Reason.CONSENT  # generation 1 intact
+        gate = dry_gate(settings, index)
+        assert (await gate.check(request(CONSENTED[0]))).reason is Reason.CONSENT  # generation 1 intact
     finally:
         await index.close()
 
@@ -310,12 +311,10 @@ async def test_cluster_carries_the_decision_log(cluster: PrivateCluster, tmp_pat
     outbox = Outbox(index.client, keys, Spool(tmp_path, "cl-1"))
     shipper = Shipper(connect(settings.index, socket_timeout=5.0), LogStore.from_dsn(settings.log.dsn), keys,
                       block=0.2, owns=True)  # fmt: skip
-    gate = Gate(settings, index)
-    gate.recorder = outbox
+    gate = Gate(settings, index, outbox)
     try:
         await Loader(index).load(write_csv(tmp_path / "data.csv", rows()), region="NL", replace=True)
-        made = [(await gate.check(request(n))).id for n in (*CONSENTED[:10], OBJECTED)]
-        await gate.drain()
+        made = [(await gate.check(request(n))).decision_id for n in (*CONSENTED[:10], OBJECTED)]
         assert outbox.appended == len(made) and outbox.spooled == 0
         assert await shipper.ship_once() == len(made)
         assert await stored_ids(shipper.store) == {i: "cl-1" for i in made}
@@ -464,9 +463,8 @@ async def test_sentinel_failover_fails_closed_recovers_and_loses_no_record(
         retry_max=0.5,
         owns=True,
     )
-    gate = Gate(settings, index)
-    gate.recorder = outbox
-    made: list[tuple[float, str, GateDecision]] = []  # (time, dialled, decision)
+    gate = Gate(settings, index, outbox)
+    made: list[tuple[float, str, DecisionRecord]] = []  # (time, dialled, decision)
     stop = asyncio.Event()
     try:
         await Loader(index).load(write_csv(tmp_path / "data.csv", rows()), region="NL", replace=True)
@@ -490,11 +488,11 @@ async def test_sentinel_failover_fails_closed_recovers_and_loses_no_record(
 
         def recovered() -> bool:
             after = [d for t, _, d in made if t > killed]
-            failed = [i for i, d in enumerate(after) if d.decision.reason is Reason.INDEX_UNAVAILABLE]
+            failed = [i for i, d in enumerate(after) if d.reason is Reason.INDEX_UNAVAILABLE]
             return bool(failed) and len(after) - failed[-1] > 60  # 60 good decisions after the last failure
 
         await poll(_async(recovered), "decisions to recover after the failover")
-        recovery = next(t for t, _, d in reversed(made) if d.decision.reason is Reason.INDEX_UNAVAILABLE) - killed
+        recovery = next(t for t, _, d in reversed(made) if d.reason is Reason.INDEX_UNAVAILABLE) - killed
         stop.set()
         await asyncio.gather(*workers)
 
@@ -502,23 +500,22 @@ async def test_sentinel_failover_fails_closed_recovers_and_loses_no_record(
         assert sentinel_setup.replica is not None and int(new_primary["port"]) == sentinel_setup.replica.port
         wrong = []
         for _, number, result in made:
-            d, want = result.decision, expected(number)
+            d, want = result, expected(number)
             if (d.verdict, d.reason) == want:
                 continue
             if (d.verdict, d.reason) == (Verdict.BLOCK, Reason.INDEX_UNAVAILABLE):
                 continue  # failed closed
             wrong.append((number, d.verdict, d.reason))
         assert wrong == []  # never an allow without a basis, never a wrong block
-        fail_closed = sum(1 for _, _, r in made if r.decision.reason is Reason.INDEX_UNAVAILABLE)
+        fail_closed = sum(1 for _, _, r in made if r.reason is Reason.INDEX_UNAVAILABLE)
         assert fail_closed > 0
         print(f"\nSentinel failover: {len(made)} decisions, {fail_closed} failed closed, last one "
               f"{recovery:.2f} s after the primary was killed")  # fmt: skip
 
         # No record lost: the ones written to the old primary, the spooled ones (replayed into the new
         # primary), all reach SQL, each exactly once.
-        await gate.drain()
         await poll(_async(lambda: not outbox.spooling and not spool.has_records()), "the spool to be replayed")
-        ids = {r.id for _, _, r in made}
+        ids = {r.decision_id for _, _, r in made}
         assert len(ids) == len(made)
 
         async def shipped() -> bool:
@@ -552,15 +549,9 @@ def instance_settings(redis_url: str, prefix: str, dsn: str, name: str) -> Setti
 
 
 def serving(settings: Settings, spool_dir: Path) -> Service:
-    """`gatekeeper serve` with its decision log (added here wherever `serve.build` does not do it yet)."""
-    service = build(settings, registry=CollectorRegistry())
-    if service.gate.recorder is None:
-        outbox = Outbox.from_settings(settings, service.index.client, spool_dir=spool_dir)
-        service.gate.recorder = outbox
-        service.add(outbox)
-    if not any(c.name == "log" for c in service.components):
-        service.add(Shipper.from_settings(settings, metrics=service.metrics))
-    return service
+    """`gatekeeper serve` with its decision log, each instance spooling into a directory of its own."""
+    spooled = dataclasses.replace(settings, log=dataclasses.replace(settings.log, spool_dir=spool_dir))
+    return build_service(spooled, registry=CollectorRegistry(), clock=pinned())
 
 
 @pytest.fixture
@@ -604,7 +595,8 @@ async def test_two_instances_share_one_index_and_one_postgresql_log(
             assert (verdict, reason) == ("ALLOW", "consent")
             made[decision_id] = ("pbx-a", "pbx-b")[i % 2]
         # An objection registered through instance A blocks the very next call through instance B.
-        await services[0].index.object("acme", "+31" + CONSENTED[0][1:], dt.datetime.now(dt.UTC), "letter")
+        objected = TUESDAY_MORNING - dt.timedelta(hours=1)  # before the (pinned) call time
+        await services[0].index.object("acme", "+31" + CONSENTED[0][1:], objected, "letter")
         verdict, reason, decision_id = await call(1, CONSENTED[0])
         assert (verdict, reason) == ("BLOCK", "objection")
         made[decision_id] = "pbx-b"

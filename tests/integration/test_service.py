@@ -11,13 +11,13 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gatekeeper.compose import build_service
 from gatekeeper.devservers import PrivateRedis, free_port
 from gatekeeper.index.loader import Loader
-from gatekeeper.serve import build
 from gatekeeper.service import Service
 from gatekeeper.simulator.fastagi import SimChannel, run_session
 from tests.asterisk_sim.ari import AriSimulator
-from tests.conftest import make_settings, write_csv
+from tests.conftest import make_settings, pinned, write_csv
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ async def started(redis_url: str, tmp_path: Path, ari: AriSimulator | None = Non
     if ari is not None:
         sections["ari"] = {"url": ari.base_url, "username": "gatekeeper", "password": "secret-ari"}
     settings = make_settings(redis_url, sections=sections)
-    service = build(settings, registry=CollectorRegistry())
+    service = build_service(settings, registry=CollectorRegistry(), clock=pinned())
     rows = ["acme,0612345678,consent,2020-01-01,,form-1", "goededoel,0612345681,customer,2015-01-01,,d",
             "other,0612345682,customer,2015-01-01,,o"]  # fmt: skip
     await Loader(service.index).load(write_csv(tmp_path / "d.csv", rows), region="NL", replace=True)
@@ -74,7 +74,7 @@ async def test_readiness_reports_what_is_wrong(tmp_path: Path) -> None:
     port = free_port()
     redis = PrivateRedis(port=port).start()
     settings = make_settings(redis.url, sections={})
-    service = build(settings, registry=CollectorRegistry())
+    service = build_service(settings, registry=CollectorRegistry(), clock=pinned())
     await service.start()  # no data loaded: the index check fails
     try:
         status, body = await get(service, "/readyz")

@@ -191,7 +191,7 @@ async def test_a_forbidden_change_changes_nothing(web: WebService) -> None:
 async def test_check_decides_like_the_pbx_and_records_the_decision(web: WebService) -> None:
     allowed = await check(web)
     assert (allowed["verdict"], allowed["reason"], allowed["basis_reference"]) == ("allow", "consent", "form-1")
-    assert allowed["number"] == "+31 6 ****5678" and allowed["tenant"] == "acme"
+    assert allowed["number_masked"] == "+31 6 ****5678" and allowed["tenant"] == "acme"
     blocked = await check(web, "0612345680")
     assert (blocked["verdict"], blocked["reason"]) == ("block", "objection")
     await web.sync()
@@ -223,7 +223,7 @@ async def test_an_unknown_campaign_or_invalid_number_is_a_decision_not_an_error(
     invalid = await check(web, "06-CALL-ME")
     assert (invalid["verdict"], invalid["reason"], invalid["number_hash"]) == ("block", "invalid-number", None)
     at = await check(web, at="2026-12-05T16:30:00+01:00")  # a Saturday after 16:00
-    assert (at["reason"], at["at"]) == ("outside-hours", "2026-12-05T16:30:00+01:00")
+    assert (at["reason"], at["at"]) == ("outside-hours", "2026-12-05T15:30:00.000000Z")  # the record's UTC form
 
 
 # -- the decision log ------------------------------------------------------------------------------------

@@ -8,11 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gatekeeper.contract import GATEKEEPER_CAMPAIGN, GATEKEEPER_DECISION_ID, GATEKEEPER_REASON, GATEKEEPER_RESULT
 from gatekeeper.fastagi.protocol import (
-    GATEKEEPER_CAMPAIGN,
-    GATEKEEPER_DECISION_ID,
-    GATEKEEPER_REASON,
-    GATEKEEPER_RESULT,
     MAX_COMMAND_LINE_BYTES,
     AgiEnvironment,
     AgiScript,

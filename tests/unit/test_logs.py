@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import logging
@@ -14,9 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gatekeeper.config import Settings
-from gatekeeper.core.model import Decision, Reason, Verdict
-from gatekeeper.core.numbers import normalise
-from gatekeeper.gate import CallRequest, GateDecision, new_decision_id
+from gatekeeper.core.model import Reason, Verdict
 from gatekeeper.logs import (
     DECISIONS_LOGGER,
     DecisionLogger,
@@ -27,7 +24,8 @@ from gatekeeper.logs import (
     mask_numbers,
 )
 from gatekeeper.metrics import Metrics
-from tests.conftest import make_settings
+from gatekeeper.record import DecisionRecord, new_decision_id
+from tests.conftest import make_record, make_settings
 
 log = logging.getLogger("gatekeeper.fastagi.server")
 
@@ -174,18 +172,16 @@ def settings() -> Settings:
     return make_settings("redis://127.0.0.1:1/0")
 
 
-def decision(settings: Settings, verdict: Verdict, reason: Reason, *, would_block: bool = False) -> GateDecision:
-    request = CallRequest("0612345678", "acme-sales", uniqueid="1795860072.69", source="fastagi")
-    return GateDecision(
-        id=new_decision_id(),
-        decision=Decision(verdict, reason, "explanation for 0612345678", would_block=would_block),
-        request=request,
-        campaign=settings.campaign("acme-sales"),
-        number=normalise("0612345678", "NL", settings.numbers),
-        number_hash="ab" * 16,
-        at=dt.datetime(2026, 7, 7, 10, 30, tzinfo=dt.UTC),
+def decision(settings: Settings, verdict: Verdict, reason: Reason, *, would_block: bool = False) -> DecisionRecord:
+    return make_record(
+        decision_id=new_decision_id(1.0),
+        verdict=verdict,
+        reason=reason,
+        would_block=would_block,
+        explanation="explanation for 0612345678",
+        uniqueid="1795860072.69",
         generation=3,
-        latency=0.000412,
+        latency_us=412,
     )
 
 
@@ -195,17 +191,17 @@ def test_one_structured_record_per_decision(output: io.StringIO, settings: Setti
     listener(blocked)
     (entry,) = lines(output)
     assert entry["level"] == "info" and entry["logger"] == DECISIONS_LOGGER
-    expected = f"BLOCK objection: campaign acme-sales, number +31 6 ****5678 (decision {blocked.id}, 0.412 ms)"
+    expected = f"BLOCK objection: campaign acme-sales, number +31 6 ****5678 (decision {blocked.decision_id}, 412 µs)"
     assert entry["message"] == expected
-    assert {k: entry[k] for k in ("decision_id", "campaign", "tenant", "number", "verdict", "reason")} == {
-        "decision_id": blocked.id,
+    assert {k: entry[k] for k in ("decision_id", "campaign", "tenant", "number_masked", "verdict", "reason")} == {
+        "decision_id": blocked.decision_id,
         "campaign": "acme-sales",
         "tenant": "acme",
-        "number": "+31 6 ****5678",
+        "number_masked": "+31 6 ****5678",
         "verdict": "block",
         "reason": "objection",
     }
-    assert entry["latency_ms"] == 0.412 and entry["generation"] == 3 and entry["index_error"] is None
+    assert entry["latency_us"] == 412 and entry["generation"] == 3 and entry["index_error"] is None
     assert "612345678" not in output.getvalue()
 
 

@@ -6,7 +6,6 @@ carries a telephone number, a channel or a call id, whatever reaches the gate.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import logging
 import math
@@ -17,10 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from gatekeeper import __version__
 from gatekeeper.config import Settings
-from gatekeeper.core.model import Decision, Reason, Verdict
-from gatekeeper.core.numbers import normalise
-from gatekeeper.fastagi.server import OUTCOMES
-from gatekeeper.gate import CallRequest, GateDecision, new_decision_id
+from gatekeeper.contract import IndexFailure, SessionOutcome
+from gatekeeper.core.model import Reason, Verdict
 from gatekeeper.metrics import (
     FASTAGI_OUTCOMES,
     INDEX_ERROR_KINDS,
@@ -32,7 +29,8 @@ from gatekeeper.metrics import (
     Metrics,
     log_source,
 )
-from tests.conftest import make_settings
+from gatekeeper.record import DecisionRecord, new_decision_id
+from tests.conftest import make_record, make_settings
 
 # Exposed series name (as Prometheus stores it) -> (type, label names). Histograms also expose
 # `_bucket` (with `le`), `_sum` and `_count`; counters and histograms `_created`.
@@ -85,7 +83,6 @@ def metrics(settings: Settings) -> Metrics:
 
 
 def decision_for(
-    settings: Settings,
     *,
     dialled: str,
     campaign: str,
@@ -94,29 +91,22 @@ def decision_for(
     would_block: bool = False,
     source: str = "fastagi",
     index_error: str | None = None,
-) -> GateDecision:
-    """A decision as the gate hands it to its listeners, with a number and call ids in every field."""
-    number = normalise(dialled, "NL", settings.numbers)
-    request = CallRequest(
-        dialled=dialled,
+) -> DecisionRecord:
+    """A decision record as the gate hands it to its listeners, with a number and call ids in every field."""
+    return make_record(
+        decision_id=new_decision_id(1.0),
         campaign=campaign,
-        caller_id="+31201234567",
+        tenant=None,
+        verdict=verdict,
+        reason=reason,
+        would_block=would_block,
+        explanation=f"explained for {dialled}",
+        rule=2 if reason is Reason.UNKNOWN_CAMPAIGN else 10,
         uniqueid=UNIQUEID,
         linkedid=CHANNEL,
         source=source,
-    )
-    return GateDecision(
-        id=new_decision_id(),
-        decision=Decision(verdict, reason, f"explained for {dialled}", would_block=would_block),
-        request=request,
-        campaign=settings.campaign(campaign),
-        number=number,
-        number_hash="ab" * 16,
-        at=dt.datetime(2026, 7, 7, 10, 30, tzinfo=dt.UTC),
-        generation=7,
-        latency=0.0004,
+        latency_us=400,
         index_error=index_error,
-        looked_up=reason is not Reason.UNKNOWN_CAMPAIGN,
     )
 
 
@@ -139,7 +129,7 @@ def test_every_label_value_exists_before_the_first_call(metrics: Metrics, settin
     assert {d["source"] for d in samples(metrics.registry, "gatekeeper_decision_duration_seconds_count")} == set(
         SOURCES
     )
-    assert {d["outcome"] for d in samples(metrics.registry, "gatekeeper_fastagi_sessions_total")} == set(OUTCOMES)
+    assert {d["outcome"] for d in samples(metrics.registry, "gatekeeper_fastagi_sessions_total")} == set(SessionOutcome)
     logs = samples(metrics.registry, "gatekeeper_log_messages_total")
     assert {(d["level"], d["logger"]) for d in logs} == set(itertools.product(LOG_LEVELS, LOG_SOURCES))
     tenants = {d["tenant"] for d in samples(metrics.registry, "gatekeeper_index_generation")}
@@ -154,8 +144,8 @@ def test_every_label_value_exists_before_the_first_call(metrics: Metrics, settin
     assert samples(metrics.registry, "gatekeeper_build_info") == [{"version": __version__}]
 
 
-def test_fastagi_outcomes_match_the_server() -> None:
-    assert FASTAGI_OUTCOMES == OUTCOMES
+def test_fastagi_outcomes_are_the_contract() -> None:
+    assert tuple(SessionOutcome) == FASTAGI_OUTCOMES
 
 
 def test_latency_buckets_span_50_microseconds_to_a_second(metrics: Metrics) -> None:
@@ -181,7 +171,6 @@ def test_no_label_ever_carries_a_number(metrics: Metrics, settings: Settings) ->
         for source, error in (("fastagi", None), ("0612345678", "+31612345678 refused"), ("ari", "timeout")):
             metrics.observe(
                 decision_for(
-                    settings,
                     dialled=dialled,
                     campaign=campaign,
                     verdict=verdict,
@@ -215,10 +204,9 @@ def test_no_label_ever_carries_a_number(metrics: Metrics, settings: Settings) ->
 
 def test_index_up_follows_lookups_and_probes(metrics: Metrics, settings: Settings) -> None:
     get = metrics.registry.get_sample_value
-    allowed = decision_for(settings, dialled="0612345678", campaign="acme-sales", verdict=Verdict.ALLOW,
-                           reason=Reason.CONSENT)  # fmt: skip
-    failed = decision_for(settings, dialled="0612345678", campaign="acme-sales", verdict=Verdict.BLOCK,
-                          reason=Reason.INDEX_UNAVAILABLE, index_error="ConnectionError")  # fmt: skip
+    allowed = decision_for(dialled="0612345678", campaign="acme-sales", verdict=Verdict.ALLOW, reason=Reason.CONSENT)
+    failed = decision_for(dialled="0612345678", campaign="acme-sales", verdict=Verdict.BLOCK,
+                          reason=Reason.INDEX_UNAVAILABLE, index_error=IndexFailure.CONNECTION)  # fmt: skip
     metrics.observe(allowed)
     assert get("gatekeeper_index_up") == 1
     metrics.observe(failed)
