@@ -93,7 +93,7 @@ class FastAgiSettings:
         ip_network("127.0.0.1/32"),
         ip_network("::1/128"),
     )
-    max_sessions: int = 1000  # connections at once; beyond it a call is refused (the dialplan blocks it)
+    max_sessions: int = 10_000  # connections at once; beyond it a call is refused (the dialplan blocks it)
     max_active: int = 32  # sessions worked on at once; the others wait their turn
     env_timeout: float = 2.0  # seconds to receive the whole environment block
     budget: float = 0.05  # seconds for the decision; after it the call is blocked (index-unavailable)

@@ -114,6 +114,15 @@ class CallingHours:
     holidays: HolidayCalendar = field(default_factory=HolidayCalendar)
     short_days: frozenset[tuple[int, int]] = frozenset()
     short_close: dt.time | None = None
+    # Every bound on a whole minute (as configuration writes them): the verdict is the same for a whole
+    # minute, so calls are checked (and cached) per minute instead of per microsecond.
+    whole_minutes: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        bounds = [t for day in self.weekly for w in day for t in (w.opens, w.closes)]
+        if self.short_close is not None:
+            bounds.append(self.short_close)
+        object.__setattr__(self, "whole_minutes", all(t.second == 0 and t.microsecond == 0 for t in bounds))
 
     def windows_on(self, day: dt.date) -> tuple[tuple[Window, ...], str]:
         """The windows that apply on `day` and the name of the day's rule."""
@@ -131,6 +140,8 @@ class CallingHours:
 
     def check(self, local: dt.datetime) -> HoursVerdict:
         """Whether `local` (the called person's local time) is within the calling hours, and why."""
+        if self.whole_minutes:
+            local = local.replace(second=0, microsecond=0)
         return _check(self, local)
 
 

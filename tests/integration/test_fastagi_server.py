@@ -325,3 +325,29 @@ def test_sigterm_drains_and_exits(tmp_path: Path, redis_server: PrivateRedis) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_thousand_stalled_clients_delay_no_call(started: Callable[..., Any]) -> None:
+    """Half-sent environment blocks hold no decision slot and no task: an honest call is answered as fast as
+    ever while 1,000 of them are connected (they are cut off at their own deadline, counted from accept)."""
+    service = await started(fastagi={"listen": "127.0.0.1:0", "env_timeout_ms": 30_000, "max_active": 4})
+    port = port_of(service)
+    baseline = sorted([(await call(service)).duration for _ in range(5)])[2]
+    stalled = []
+    for _ in range(1000):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(ENV[: len(ENV) // 2])  # half an environment block, then silence
+        stalled.append((reader, writer))
+    try:
+        async with asyncio.timeout(10):  # the server's own gauge says when all of them are open
+            while (service.metrics.registry.get_sample_value("gatekeeper_fastagi_sessions_open") or 0) < 1000:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        results = [await call(service) for _ in range(5)]
+        assert all(verdict(r) == ("ALLOW", "consent") for r in results)
+        median = sorted(r.duration for r in results)[2]
+        assert median < 0.010, (
+            f"a call took {median * 1000:.1f} ms with 1,000 stalled clients (alone: {baseline * 1000:.1f})"
+        )
+    finally:
+        for _, writer in stalled:
+            writer.close()
