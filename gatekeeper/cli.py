@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tqdm import tqdm
 
 from gatekeeper import __version__, logs
-from gatekeeper.config import ConfigError, Settings, load
+from gatekeeper.config import NAME, ConfigError, Settings, load, suggestion
 from gatekeeper.core.model import Decision, NumberKind, Verdict
 from gatekeeper.core.numbers import normalise
 from gatekeeper.core.policy import zone
@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     obj.add_argument("number", metavar="NUMBER")
     obj.add_argument("--tenant", required=True, metavar="T")
     obj.add_argument("--reference", default="cli", help="pointer to the evidence (default: cli)")
+    obj.add_argument("--new-tenant", action="store_true", help="allow a tenant that no configured campaign names")
 
     era = sub.add_parser("erase", help="erase a number (GDPR art. 17); leaves a global suppression")
     era.add_argument("number", metavar="NUMBER")
@@ -383,10 +384,27 @@ async def _scrub_rows(
             task.cancel()
 
 
+def _check_tenant(settings: Settings, tenant: str, *, new: bool) -> None:
+    """A tenant that a configured campaign names (as the API requires), or any valid name with `new`."""
+    if not NAME.fullmatch(tenant):
+        raise UsageError(f"--tenant: {tenant[:64]!r} is not a tenant name (1–64 letters, digits, '_', '.' or '-')")
+    if new or tenant in settings.tenants:
+        return
+    known = sorted(settings.tenants)
+    if not known:
+        raise UsageError(f"--tenant: no campaign names tenant {tenant!r} (no campaign is configured); "
+                         "pass --new-tenant to register the objection anyway")  # fmt: skip
+    close = suggestion(tenant, known)
+    raise UsageError(
+        f"--tenant: no campaign names tenant {tenant!r}{f'; did you mean {close}?' if close else ''} "
+        f"(known tenants: {', '.join(known)}); pass --new-tenant to register the objection for a tenant "
+        "that has no campaign yet"
+    )
+
+
 async def cmd_object(settings: Settings, args: argparse.Namespace) -> int:
     e164 = _e164(settings, args.number)
-    if args.tenant not in settings.tenants:
-        log.warning("tenant %r has no configured campaign; the objection is registered anyway", args.tenant)
+    _check_tenant(settings, args.tenant, new=args.new_tenant)
 
     async def work(index: ConsentIndex) -> int:
         key = await index.object(args.tenant, e164, dt.datetime.now(dt.UTC), args.reference)

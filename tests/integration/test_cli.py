@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import secrets
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 
 from gatekeeper.cli import main
+from gatekeeper.config import load
 from gatekeeper.devservers import PrivateRedis
+from gatekeeper.index.store import ConsentIndex
 from tests.conftest import PEPPER, write_csv
 
 pytestmark = pytest.mark.integration
@@ -284,3 +287,32 @@ def test_scrub_refuses_a_file_that_is_not_utf8_text(
     code, _, err = scrub(capsys, loaded, source, out)
     assert code == 2 and f"{source}: not UTF-8 text" in err and "Traceback" not in err
     assert not out.exists()
+
+
+async def objections(config: Path, tenant: str, e164: str) -> int:
+    index = ConsentIndex.from_settings(load(config).index)
+    try:
+        return len((await index.lookup(tenant, e164)).facts.objections)
+    finally:
+        await index.close()
+
+
+def test_object_refuses_a_tenant_that_no_campaign_names(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--config", str(loaded), "object", "0612345678", "--tenant", "acmee")
+    assert code == 2 and out == ""
+    assert "--tenant: no campaign names tenant 'acmee'; did you mean acme? (known tenants: acme)" in err
+    assert "--new-tenant" in err
+    assert asyncio.run(objections(loaded, "acmee", "+31612345678")) == 0, "nothing was registered"
+    code, out, _ = run(capsys, "--config", str(loaded), "object", "0612345678", "--tenant", "acmee", "--new-tenant")
+    assert code == 0 and "tenant acmee" in out
+    assert asyncio.run(objections(loaded, "acmee", "+31612345678")) == 1
+    code, _, err = run(capsys, "--config", str(loaded), "object", "0612345678", "--tenant", "a b", "--new-tenant")
+    assert code == 2 and "--tenant: 'a b' is not a tenant name" in err
+
+
+def test_object_without_any_configured_tenant(tmp_path: Path, redis_server: PrivateRedis,
+                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    path = tmp_path / "bare.toml"
+    path.write_text(f'[index]\nredis_url = "{redis_server.url}"\npepper = "{PEPPER}"\nprefix = "bare"\n')
+    code, _, err = run(capsys, "--config", str(path), "object", "0612345678", "--tenant", "acme")
+    assert code == 2 and "no campaign names tenant 'acme' (no campaign is configured)" in err
