@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import re
+import secrets
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
@@ -37,6 +38,7 @@ from gatekeeper.index.rows import ImportFileError, count_lines, detect_delimiter
 from gatekeeper.index.store import ConsentIndex, is_unavailable
 from gatekeeper.log.commands import add_log_parser, cli_recorder, cmd_log
 from gatekeeper.serve import serve
+from gatekeeper.web.auth import Role, new_token
 
 if TYPE_CHECKING:
     from _csv import Writer as CsvWriter
@@ -102,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     add_log_parser(sub)
+
+    tok = sub.add_parser("token", help="make an API and UI token")
+    token_actions = tok.add_subparsers(dest="token_action", required=True, metavar="ACTION")
+    create = token_actions.add_parser(
+        "create",
+        help="show a new token once (stderr) and print its [[http.tokens]] entry (stdout)",
+        description="Show a new random token once, on stderr, and print the configuration lines that accept it "
+        "(its SHA-256 digest, never the token) on stdout: `gatekeeper token create --role viewer >> "
+        "gatekeeper.toml` adds it. Then restart gatekeeper serve.",
+    )
+    create.add_argument("--role", required=True, choices=[r.value for r in Role], help="what the token may do")
+    create.add_argument("--name", metavar="N", help="its name in the audit trail (default: ROLE-<6 hex digits>)")
 
     demo = sub.add_parser("demo", help="run the out-of-the-box demo (private Redis if none is reachable)")
     demo.add_argument("--redis-url", default=None, help="use this Redis instead of probing 127.0.0.1:6379")
@@ -444,6 +458,27 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_index(settings, work)
 
 
+def cmd_token_create(role: str, name: str | None, out: TextIO, err: TextIO) -> int:
+    """A new token: the secret once on `err` (the terminal), its `[[http.tokens]]` entry on `out`."""
+    name = name or f"{role}-{secrets.token_hex(3)}"
+    try:
+        token, entry = new_token(name, role)
+    except ValueError as exc:
+        raise UsageError(f"--name: {exc}") from None
+    err.write(
+        f"New {entry.role} token {entry.name!r}; give it to its user now, it is not shown again (the configuration "
+        f"keeps only its SHA-256 digest):\n\n    {token}\n\nAdd the lines on standard output to the configuration "
+        "file (at its end, or before or after any table) and restart gatekeeper serve.\n"
+    )
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    out.write(
+        f"\n# API/UI token {entry.name}, created {today} by `gatekeeper token create`\n"
+        f"[[http.tokens]]\nname = {json.dumps(entry.name)}\nrole = {json.dumps(entry.role)}\n"
+        f"sha256 = {json.dumps(entry.sha256)}\n"
+    )
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "check": cmd_check,
     "import": cmd_import,
@@ -462,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return asyncio.run(run_demo(args.redis_url, keep_serving=not args.once, workdir=Path(args.workdir)))
+        if args.command == "token":  # needs no configuration: it makes a line for one
+            return cmd_token_create(args.role, args.name, sys.stdout, sys.stderr)
         settings = load(args.config)
         if args.command == "serve":
             return serve(settings)

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import json
+import re
 import secrets
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gatekeeper.cli import main
-from gatekeeper.config import load
+from gatekeeper.config import load, parse
 from gatekeeper.devservers import PrivateRedis
 from gatekeeper.index.store import ConsentIndex
+from gatekeeper.web.auth import Principal, Role, TokenBook
 from tests.conftest import PEPPER, write_csv
+from tests.readme import fill_placeholders, table_boundaries, toml_blocks
 
 pytestmark = pytest.mark.integration
 
@@ -316,3 +321,30 @@ def test_object_without_any_configured_tenant(tmp_path: Path, redis_server: Priv
     path.write_text(f'[index]\nredis_url = "{redis_server.url}"\npepper = "{PEPPER}"\nprefix = "bare"\n')
     code, _, err = run(capsys, "--config", str(path), "object", "0612345678", "--tenant", "acme")
     assert code == 2 and "no campaign names tenant 'acme' (no campaign is configured)" in err
+
+
+def test_token_create_shows_the_secret_once_and_prints_the_entry_that_accepts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no configuration anywhere: none is needed
+    monkeypatch.delenv("GATEKEEPER_CONFIG", raising=False)
+    code, out, err = run(capsys, "token", "create", "--role", "compliance", "--name", "desk")
+    assert code == 0
+    found = re.search(r"\n\n    (\S+)\n\n", err)
+    assert found is not None and "not shown again" in err
+    token = found[1]
+    assert len(token) >= 40 and token not in out, "the secret goes to the terminal, never into the lines to keep"
+    entry = tomllib.loads(out)["http"]["tokens"]
+    assert entry == [{"name": "desk", "role": "compliance", "sha256": hashlib.sha256(token.encode()).hexdigest()}]
+    readme = "\n".join(toml_blocks())
+    for offset in table_boundaries(readme):  # wherever it is pasted in the README's example
+        pasted = readme[:offset] + out + readme[offset:]
+        settings = parse(fill_placeholders(tomllib.loads(pasted)), "pasted.toml", {})
+        principal = TokenBook(settings.http.tokens).authenticate(token)
+        assert principal == Principal("desk", Role.COMPLIANCE), pasted
+    code, out, err = run(capsys, "token", "create", "--role", "viewer")
+    assert code == 0 and re.fullmatch(r"viewer-[0-9a-f]{6}", tomllib.loads(out)["http"]["tokens"][0]["name"])
+    assert run(capsys, "token", "create", "--role", "viewer", "--name", "a b")[:2] == (2, "")
+    with pytest.raises(SystemExit) as exc:
+        main(["token", "create", "--role", "root"])
+    assert exc.value.code == 2

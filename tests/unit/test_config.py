@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from gatekeeper.config import ConfigError, load, parse, redact_url
 from gatekeeper.core.model import Mode, Organisation, Purpose
+from tests.readme import fill_placeholders, toml_blocks
 
 PEPPER = "0123456789abcdef0123"
 BASE = f"""
@@ -370,3 +372,14 @@ def test_every_key_with_every_kind_of_value_is_accepted_or_a_config_error() -> N
 
 def test_the_complete_configuration_is_valid() -> None:
     assert parse(COMPLETE, "complete.toml", {}).ari is not None
+
+
+def test_the_readme_configuration_snippets_pasted_together_are_valid_and_load() -> None:
+    blocks = toml_blocks()
+    assert len(blocks) == 3 and "[[http.tokens]]" in blocks[2] and "[http]" in blocks[1]
+    data = tomllib.loads("\n".join(blocks))  # each snippet pasted after the ones above it
+    assert data["http"]["listen"] == "127.0.0.1:8080" and data["http"]["session_secret"] == "…"
+    assert data["http"]["tokens"] == [{"name": "compliance-desk", "role": "compliance", "sha256": "…"}]
+    settings = parse(fill_placeholders(data), "README.md", {})  # and every key in them is one gatekeeper knows
+    assert [(t.name, t.role) for t in settings.http.tokens] == [("compliance-desk", "compliance")]
+    assert settings.index.max_connections == 32 and settings.ari is not None
