@@ -256,6 +256,9 @@ async def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_index(settings, work)
 
 
+_QUOTED_FIELD = r'"(?:[^"]|"")*"'
+
+
 @dataclass(frozen=True, slots=True)
 class ListFormat:
     """How a call list is written (delimiter, quoting, line ends, byte order mark): the scrubbed list keeps it."""
@@ -273,8 +276,7 @@ class ListFormat:
         first = first_bytes.decode("utf-8-sig", errors="replace")
         header = first.rstrip("\r\n")
         delimiter = detect_delimiter(header)
-        cells = header.split(delimiter)
-        quote_all = bool(header) and all(len(c) >= 2 and c[0] == c[-1] == '"' for c in cells)
+        quote_all = bool(re.fullmatch(f"{_QUOTED_FIELD}(?:{re.escape(delimiter)}{_QUOTED_FIELD})*", header))
         return cls(delimiter, quote_all, "\r\n" if first.endswith("\r\n") else "\n", bom)
 
     def writer(self, out: TextIO) -> CsvWriter:
@@ -287,6 +289,7 @@ class ListFormat:
         return "utf-8-sig" if self.bom else "utf-8"
 
 
+_NUMBER_COLUMN_NAMES = f"{NUMBER_COLUMNS[0]} (or {', '.join(NUMBER_COLUMNS[1:])})"
 _PHONE_LIKE = re.compile(r"\+?[0-9][0-9 ()./-]*")
 MIN_PHONE_DIGITS = 6
 
@@ -305,7 +308,7 @@ def _number_column(source: Path, header: list[str], sample: list[list[str]]) -> 
         return named
     if header and _phone_like(header[0]):
         raise UsageError(f"{source}: line 1 is a telephone number, not a header; add a header line that names "
-                         f"the number column ({', '.join(NUMBER_COLUMNS)})")  # fmt: skip
+                         f"the number column {_NUMBER_COLUMN_NAMES}")  # fmt: skip
 
     def numbers_in(column: int) -> bool:
         values = [r[column] for r in sample if column < len(r) and r[column].strip()]
@@ -316,7 +319,7 @@ def _number_column(source: Path, header: list[str], sample: list[list[str]]) -> 
     likely = [header[i] for i in range(1, len(header)) if numbers_in(i)]
     hint = f" (column {likely[0]!r} looks like telephone numbers)" if likely else ""
     raise UsageError(f"{source}: no column of telephone numbers: the header has {', '.join(map(repr, header))}; "
-                     f"name the number column {', '.join(NUMBER_COLUMNS)}{hint}")  # fmt: skip
+                     f"rename the number column to {_NUMBER_COLUMN_NAMES}{hint}")  # fmt: skip
 
 
 async def cmd_scrub(settings: Settings, args: argparse.Namespace) -> int:

@@ -249,12 +249,14 @@ def test_scrub_keeps_the_quoting_line_ends_and_byte_order_mark(
     loaded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source, out = tmp_path / "export.csv", tmp_path / "out.csv"
-    source.write_bytes('\ufeff"Name";"Phone"\r\n"Anna";"0612345678"\r\n'.encode())
+    source.write_bytes('\ufeff"Name";"Phone";"Note; or two"\r\n"Anna";"0612345678";""\r\n'.encode())
     assert scrub(capsys, loaded, source, out)[0] == 0
     data = out.read_bytes()
-    assert data.startswith(b'\xef\xbb\xbf"Name";"Phone";"verdict";"reason";"would_block";"regime";"explanation"\r\n')
+    assert data.startswith(
+        b'\xef\xbb\xbf"Name";"Phone";"Note; or two";"verdict";"reason";"would_block";"regime";"explanation"\r\n'
+    )
     assert data.count(b"\r\n") == 2 and data.count(b"\n") == 2
-    assert data.split(b"\r\n")[1].startswith(b'"Anna";"0612345678";"allow";"consent";"false";"nl-2026";"')
+    assert data.split(b"\r\n")[1].startswith(b'"Anna";"0612345678";"";"allow";"consent";"false";"nl-2026";"')
     plain = tmp_path / "plain.csv"
     plain.write_text("name,phone\nAnna,0612345678\n")
     assert scrub(capsys, loaded, plain, out)[0] == 0
@@ -270,7 +272,10 @@ def test_scrub_refuses_a_list_without_a_column_of_numbers(
     code, _, err = scrub(capsys, loaded, source, out)
     assert code == 2
     assert f"{source}: no column of telephone numbers: the header has 'name', 'city', 'tel.'" in err
-    assert "name the number column number, phone," in err and "(column 'tel.' looks like telephone numbers)" in err
+    assert (
+        "rename the number column to number (or phone, telephone," in err
+        and "(column 'tel.' looks like telephone numbers)" in err
+    )
     assert out.read_text() == "an earlier scrub\n", "a refused scrub leaves an existing output alone"
     source.write_text("0612345678\n0612345679\n")
     code, _, err = scrub(capsys, loaded, source, out)
