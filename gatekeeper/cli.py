@@ -8,37 +8,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import csv
 import datetime as dt
 import json
 import logging
+import re
+import secrets
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
 from gatekeeper import __version__, logs
 from gatekeeper.compose import command_gate, dry_gate
-from gatekeeper.config import ConfigError, Settings, load
+from gatekeeper.config import NAME, ConfigError, Settings, load, suggestion
 from gatekeeper.core.model import Decision, NumberKind
 from gatekeeper.core.numbers import normalise
 from gatekeeper.core.policy import zone
 from gatekeeper.demo import run_demo
-from gatekeeper.gate import CallRequest, EvidenceError
+from gatekeeper.gate import CallRequest, EvidenceError, Gate
 from gatekeeper.index.loader import ImportRefused, ImportReport, Loader
-from gatekeeper.index.rows import ImportFileError, count_lines
+from gatekeeper.index.rows import ImportFileError, count_lines, detect_delimiter
 from gatekeeper.index.store import ConsentIndex, is_unavailable
 from gatekeeper.log.commands import add_log_parser, cmd_log
 from gatekeeper.record import DecisionRecord
 from gatekeeper.serve import serve
+from gatekeeper.web.auth import Role, new_token
+
+if TYPE_CHECKING:
+    from _csv import Writer as CsvWriter
 
 EXIT_OK, EXIT_BLOCK, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 SCRUB_BATCH = 1_000
 SCRUB_IN_FLIGHT = 3
+SCRUB_SAMPLE = 100  # rows read to find the number column when the header names none
 NUMBER_COLUMNS = ("number", "phone", "telephone", "msisdn", "telefoon", "telefoonnummer", "phone_number")
 
 log = logging.getLogger("gatekeeper")
@@ -84,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     obj.add_argument("number", metavar="NUMBER")
     obj.add_argument("--tenant", required=True, metavar="T")
     obj.add_argument("--reference", default="cli", help="pointer to the evidence (default: cli)")
+    obj.add_argument("--new-tenant", action="store_true", help="allow a tenant that no configured campaign names")
 
     era = sub.add_parser("erase", help="erase a number (GDPR art. 17); leaves a global suppression")
     era.add_argument("number", metavar="NUMBER")
@@ -95,6 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     add_log_parser(sub)
+
+    tok = sub.add_parser("token", help="make an API and UI token")
+    token_actions = tok.add_subparsers(dest="token_action", required=True, metavar="ACTION")
+    create = token_actions.add_parser(
+        "create",
+        help="show a new token once (stderr) and print its [[http.tokens]] entry (stdout)",
+        description="Show a new random token once, on stderr, and print the configuration lines that accept it "
+        "(its SHA-256 digest, never the token) on stdout: `gatekeeper token create --role viewer >> "
+        "gatekeeper.toml` adds it. Then restart gatekeeper serve.",
+    )
+    create.add_argument("--role", required=True, choices=[r.value for r in Role], help="what the token may do")
+    create.add_argument("--name", metavar="N", help="its name in the audit trail (default: ROLE-<6 hex digits>)")
 
     demo = sub.add_parser("demo", help="run the out-of-the-box demo (private Redis if none is reachable)")
     demo.add_argument("--redis-url", default=None, help="use this Redis instead of probing 127.0.0.1:6379")
@@ -230,62 +253,172 @@ async def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_index(settings, work)
 
 
+_QUOTED_FIELD = r'"(?:[^"]|"")*"'
+
+
+@dataclass(frozen=True, slots=True)
+class ListFormat:
+    """How a call list is written (delimiter, quoting, line ends, byte order mark): the scrubbed list keeps it."""
+
+    delimiter: str
+    quote_all: bool
+    line_end: str
+    bom: bool
+
+    @classmethod
+    def of(cls, path: Path) -> ListFormat:
+        with path.open("rb") as f:
+            first_bytes = f.readline()
+        bom = first_bytes.startswith(codecs.BOM_UTF8)
+        first = first_bytes.decode("utf-8-sig", errors="replace")
+        header = first.rstrip("\r\n")
+        delimiter = detect_delimiter(header)
+        quote_all = bool(re.fullmatch(f"{_QUOTED_FIELD}(?:{re.escape(delimiter)}{_QUOTED_FIELD})*", header))
+        return cls(delimiter, quote_all, "\r\n" if first.endswith("\r\n") else "\n", bom)
+
+    def writer(self, out: TextIO) -> CsvWriter:
+        if self.quote_all:
+            return csv.writer(out, delimiter=self.delimiter, quoting=csv.QUOTE_ALL, lineterminator=self.line_end)
+        return csv.writer(out, delimiter=self.delimiter, quoting=csv.QUOTE_MINIMAL, lineterminator=self.line_end)
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8-sig" if self.bom else "utf-8"
+
+
+_NUMBER_COLUMN_NAMES = f"{NUMBER_COLUMNS[0]} (or {', '.join(NUMBER_COLUMNS[1:])})"
+_PHONE_LIKE = re.compile(r"\+?[0-9][0-9 ()./-]*")
+MIN_PHONE_DIGITS = 6
+
+
+def _phone_like(text: str) -> bool:
+    """Written like a telephone number (digits and the usual separators); valid or not is for the gate."""
+    text = text.strip()
+    return bool(_PHONE_LIKE.fullmatch(text)) and sum(c.isdigit() for c in text) >= MIN_PHONE_DIGITS
+
+
+def _number_column(source: Path, header: list[str], sample: list[list[str]]) -> int:
+    """The column of the numbers: a known name, else the first column if it holds numbers; else UsageError."""
+    lowered = [h.strip().lower() for h in header]
+    named = next((lowered.index(c) for c in NUMBER_COLUMNS if c in lowered), None)
+    if named is not None:
+        return named
+    if header and _phone_like(header[0]):
+        raise UsageError(f"{source}: line 1 is a telephone number, not a header; add a header line that names "
+                         f"the number column {_NUMBER_COLUMN_NAMES}")  # fmt: skip
+
+    def numbers_in(column: int) -> bool:
+        values = [r[column] for r in sample if column < len(r) and r[column].strip()]
+        return bool(values) and sum(map(_phone_like, values)) * 2 >= len(values)
+
+    if numbers_in(0):
+        return 0
+    likely = [header[i] for i in range(1, len(header)) if numbers_in(i)]
+    hint = f" (column {likely[0]!r} looks like telephone numbers)" if likely else ""
+    raise UsageError(f"{source}: no column of telephone numbers: the header has {', '.join(map(repr, header))}; "
+                     f"rename the number column to {_NUMBER_COLUMN_NAMES}{hint}")  # fmt: skip
+
+
 async def cmd_scrub(settings: Settings, args: argparse.Namespace) -> int:
     source, target = Path(args.list), Path(args.output)
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
     at = _parse_at(args.at, settings, args.campaign) or dt.datetime.now(dt.UTC)
+    fmt = ListFormat.of(source)
+    # Written beside the target and renamed into place when complete: a refused or interrupted scrub leaves
+    # no half-written list, and an earlier one stays as it was.
+    partial = target.with_name(f".{target.name}.partial")
 
     async def work(index: ConsentIndex) -> int:
         gate = dry_gate(settings, index, budget=30.0)
         counts: dict[str, int] = {}
-        with (
-            source.open(newline="", encoding="utf-8-sig") as fin,
-            target.open("w", newline="", encoding="utf-8") as fout,
-            _progress(count_lines(source), "rows") as progress,
-        ):
-            reader = csv.reader(fin)
-            header = next(reader, None)
-            if header is None:
-                raise UsageError(f"{source}: empty file")
-            lowered = [h.strip().lower() for h in header]
-            column = next((lowered.index(c) for c in NUMBER_COLUMNS if c in lowered), 0)
-            added = [n if n not in lowered else f"gk_{n}" for n in ("verdict", "reason", "would_block", "regime")]
-            writer = csv.writer(fout)
-            writer.writerow([*header, *added, "explanation"])
-            done = 0
-            in_flight: deque[tuple[list[list[str]], asyncio.Task[list[Decision]]]] = deque()
-
-            def write(rows: list[list[str]], decisions: list[Decision]) -> None:
-                for row, d in zip(rows, decisions, strict=True):
-                    counts[d.reason.value] = counts.get(d.reason.value, 0) + 1
-                    extra = [d.verdict.value, d.reason.value, str(d.would_block).lower(), d.regime or "", d.explanation]
-                    writer.writerow(row + extra)
-
-            # A few batches in flight, so Redis works on one while this process decides another.
-            while True:
-                rows = [r for _, r in zip(range(SCRUB_BATCH), reader, strict=False)]
-                if rows:
-                    numbers = [r[column] if column < len(r) else "" for r in rows]
-                    in_flight.append((rows, asyncio.create_task(gate.check_many(args.campaign, numbers, at))))
-                if in_flight and (len(in_flight) >= SCRUB_IN_FLIGHT or not rows):
-                    done_rows, task = in_flight.popleft()
-                    write(done_rows, await task)
-                    done += len(done_rows)
-                    progress(done)
-                if not rows and not in_flight:
-                    break
+        with source.open(newline="", encoding="utf-8-sig") as fin:
+            reader = csv.reader(fin, delimiter=fmt.delimiter)
+            try:
+                header = next(reader, None)
+                if header is None:
+                    raise UsageError(f"{source}: empty file")
+                sample = [r for _, r in zip(range(SCRUB_SAMPLE), reader, strict=False)]
+                column = _number_column(source, header, sample)
+                with (
+                    partial.open("w", newline="", encoding=fmt.encoding) as fout,
+                    _progress(count_lines(source), "rows") as progress,
+                ):
+                    done = await _scrub_rows(gate, args.campaign, at, column, header, chain(sample, reader),
+                                             fmt.writer(fout), counts, progress)  # fmt: skip
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                 "save it as CSV UTF-8") from None  # fmt: skip
+            except csv.Error as exc:
+                raise UsageError(f"{source}: line {reader.line_num}: malformed CSV: {exc}") from None
+        partial.replace(target)
         summary = ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
         sys.stdout.write(f"scrubbed {done:,} rows into {target}: {summary}\n")
         return EXIT_OK
 
-    return await _with_index(settings, work)
+    try:
+        return await _with_index(settings, work)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+async def _scrub_rows(
+    gate: Gate, campaign: str, at: dt.datetime, column: int, header: list[str], rows: Iterator[list[str]],
+    writer: CsvWriter, counts: dict[str, int], progress: Callable[[int], None],
+) -> int:  # fmt: skip
+    """Decide every row and write it with the verdict columns added; returns the number of rows."""
+    lowered = [h.strip().lower() for h in header]
+    added = [n if n not in lowered else f"gk_{n}" for n in ("verdict", "reason", "would_block", "regime")]
+    writer.writerow([*header, *added, "explanation"])
+    done = 0
+    in_flight: deque[tuple[list[list[str]], asyncio.Task[list[Decision]]]] = deque()
+
+    def write(batch: list[list[str]], decisions: list[Decision]) -> None:
+        for row, d in zip(batch, decisions, strict=True):
+            counts[d.reason.value] = counts.get(d.reason.value, 0) + 1
+            extra = [d.verdict.value, d.reason.value, str(d.would_block).lower(), d.regime or "", d.explanation]
+            writer.writerow(row + extra)
+
+    # A few batches in flight, so Redis works on one while this process decides another.
+    try:
+        while True:
+            batch = [r for _, r in zip(range(SCRUB_BATCH), rows, strict=False)]
+            if batch:
+                numbers = [r[column] if column < len(r) else "" for r in batch]
+                in_flight.append((batch, asyncio.create_task(gate.check_many(campaign, numbers, at))))
+            if in_flight and (len(in_flight) >= SCRUB_IN_FLIGHT or not batch):
+                done_rows, task = in_flight.popleft()
+                write(done_rows, await task)
+                done += len(done_rows)
+                progress(done)
+            if not batch and not in_flight:
+                return done
+    finally:
+        for _, task in in_flight:
+            task.cancel()
+
+
+def _check_tenant(settings: Settings, tenant: str, *, new: bool) -> None:
+    """A tenant that a configured campaign names (as the API requires), or any valid name with `new`."""
+    if not NAME.fullmatch(tenant):
+        raise UsageError(f"--tenant: {tenant[:64]!r} is not a tenant name (1–64 letters, digits, '_', '.' or '-')")
+    if new or tenant in settings.tenants:
+        return
+    known = sorted(settings.tenants)
+    if not known:
+        raise UsageError(f"--tenant: no campaign names tenant {tenant!r} (no campaign is configured); "
+                         "pass --new-tenant to register the objection anyway")  # fmt: skip
+    close = suggestion(tenant, known)
+    raise UsageError(
+        f"--tenant: no campaign names tenant {tenant!r}{f'; did you mean {close}?' if close else ''} "
+        f"(known tenants: {', '.join(known)}); pass --new-tenant to register the objection for a tenant "
+        "that has no campaign yet"
+    )
 
 
 async def cmd_object(settings: Settings, args: argparse.Namespace) -> int:
     e164 = _e164(settings, args.number)
-    if args.tenant not in settings.tenants:
-        log.warning("tenant %r has no configured campaign; the objection is registered anyway", args.tenant)
+    _check_tenant(settings, args.tenant, new=args.new_tenant)
 
     async def work(index: ConsentIndex) -> int:
         key = await index.object(args.tenant, e164, dt.datetime.now(dt.UTC), args.reference)
@@ -325,6 +458,27 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_index(settings, work)
 
 
+def cmd_token_create(role: str, name: str | None, out: TextIO, err: TextIO) -> int:
+    """A new token: the secret once on `err` (the terminal), its `[[http.tokens]]` entry on `out`."""
+    name = name or f"{role}-{secrets.token_hex(3)}"
+    try:
+        token, entry = new_token(name, role)
+    except ValueError as exc:
+        raise UsageError(f"--name: {exc}") from None
+    err.write(
+        f"New {entry.role} token {entry.name!r}; give it to its user now, it is not shown again (the configuration "
+        f"keeps only its SHA-256 digest):\n\n    {token}\n\nAdd the lines on standard output to the configuration "
+        "file (at its end, or before or after any table) and restart gatekeeper serve.\n"
+    )
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    out.write(
+        f"\n# API/UI token {entry.name}, created {today} by `gatekeeper token create`\n"
+        f"[[http.tokens]]\nname = {json.dumps(entry.name)}\nrole = {json.dumps(entry.role)}\n"
+        f"sha256 = {json.dumps(entry.sha256)}\n"
+    )
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "check": cmd_check,
     "import": cmd_import,
@@ -343,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return asyncio.run(run_demo(args.redis_url, keep_serving=not args.once, workdir=Path(args.workdir)))
+        if args.command == "token":  # needs no configuration: it makes a line for one
+            return cmd_token_create(args.role, args.name, sys.stdout, sys.stderr)
         settings = load(args.config)
         if args.command == "serve":
             return serve(settings)

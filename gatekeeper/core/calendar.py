@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -158,18 +159,38 @@ def _check(hours: CallingHours, local: dt.datetime) -> HoursVerdict:
     return HoursVerdict(False, f"{when} is outside the calling hours ({rule} {allowed})")
 
 
+WINDOW_FORM = 'HH:MM-HH:MM, e.g. "09:00-22:00" (several: "10:00-13:00, 14:00-20:00"; none: "closed")'
+_CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})")
+
+
+def parse_clock(text: str) -> dt.time:
+    """`"18:30"` (or `"9:00"`) to a time of day; ValueError naming the form HH:MM if it is anything else."""
+    match = _CLOCK.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text.strip()!r} is not a time of day of the form HH:MM, e.g. 18:30")
+    hour, minute = int(match[1]), int(match[2])
+    if hour > 23 or minute > 59:
+        raise ValueError(f"{text.strip()!r} is not a time of day (hours 00-23, minutes 00-59)")
+    return dt.time(hour, minute)
+
+
 def parse_window(text: str) -> tuple[Window, ...]:
     """`"09:00-22:00"`, `"10:00-13:00, 14:00-20:00"` or `"closed"` to windows; ValueError if malformed."""
     text = text.strip()
     if text.lower() == "closed" or not text:
         return ()
     windows = []
-    for part in text.split(","):
-        opens, sep, closes = part.strip().replace("–", "-").partition("-")
-        if not sep:
-            raise ValueError(f"{part.strip()!r} is not a window like 09:00-22:00")
-        start, end = dt.time.fromisoformat(opens.strip()), dt.time.fromisoformat(closes.strip())
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            raise ValueError(f"{text!r} has an empty window (a comma too many?)")
+        opens, sep, closes = part.replace("–", "-").partition("-")
+        if not sep or not _CLOCK.fullmatch(opens.strip()) or not _CLOCK.fullmatch(closes.strip()):
+            raise ValueError(f"{part!r} is not a window of the form {WINDOW_FORM}")
+        try:
+            start, end = parse_clock(opens), parse_clock(closes)
+        except ValueError as exc:
+            raise ValueError(f"{part!r}: {exc}") from None
         if end <= start:
-            raise ValueError(f"{part.strip()!r} closes before it opens")
+            raise ValueError(f"{part!r} closes before it opens")
         windows.append(Window(start, end))
     return tuple(windows)

@@ -88,13 +88,22 @@ def _host_port(text: str, default_port: int, url: str) -> tuple[str, int]:
 
 def parse_redis_url(url: str) -> RedisTarget:
     """Parse an index URL; raises `ConfigError` (naming the URL without its passwords) when malformed."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"{redact_url(url)}: not a valid URL ({exc})") from None
     topology = SCHEMES.get(parts.scheme)
     if topology is None:
         raise ConfigError(
             f"{redact_url(url)}: unsupported scheme (redis://, rediss://, unix://, redis+cluster://, redis+sentinel://)"
         )
     if topology is Topology.STANDALONE:
+        if parts.scheme != "unix" and parts.path.strip("/") and not parts.path.strip("/").isdecimal():
+            raise ConfigError(f"{redact_url(url)}: database {unquote(parts.path.strip('/'))!r} is not a number")
+        try:
+            aioredis.connection.parse_url(url)  # what the client will do with it: ports, ?db=, options
+        except ValueError as exc:
+            raise ConfigError(f"{redact_url(url)}: {exc}") from None
         return RedisTarget(topology)
     userinfo, _, hosts = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")

@@ -68,6 +68,17 @@ def detect_format(path: Path, first_line: str) -> str:
     return "jsonl" if first_line.lstrip().startswith("{") else "csv"
 
 
+DELIMITERS = (",", ";", "\t")
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+
+
+def detect_delimiter(header: str) -> str:
+    """A CSV file's delimiter, from its header line: the most frequent of comma, semicolon and tab outside
+    quotes (a comma on a tie, and for a header of one column)."""
+    bare = _QUOTED.sub("", header)
+    return max(DELIMITERS, key=bare.count)
+
+
 def _open(path: Path) -> io.TextIOWrapper:
     try:
         raw = path.open("rb")
@@ -102,7 +113,7 @@ def read(path: Path) -> Iterator[tuple[int, Mapping[str, str]] | RowError]:
 
 
 def _read_csv(text: io.TextIOWrapper, first: str) -> Iterator[tuple[int, Mapping[str, str]] | RowError]:
-    delimiter = ";" if first.count(";") > first.count(",") else ("\t" if "\t" in first else ",")
+    delimiter = detect_delimiter(first)
     reader = csv.reader(text, delimiter=delimiter)
     try:
         header = [h.strip().lower() for h in next(reader)]
@@ -173,7 +184,7 @@ def tenant_counts(path: Path) -> Counter[str]:
                 if not isinstance(item, RowError) and item[1].get("kind", "").strip().lower() != "suppression":
                     counts[item[1].get("tenant", "").strip()] += 1
         else:
-            delimiter = ";" if first.count(";") > first.count(",") else ("\t" if "\t" in first else ",")
+            delimiter = detect_delimiter(first)
             reader = csv.reader(text, delimiter=delimiter)
             header = [h.strip().lower() for h in next(reader, [])]
             if "tenant" not in header or "kind" not in header:

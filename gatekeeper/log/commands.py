@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from gatekeeper.config import Settings
 from gatekeeper.log.outbox import Outbox, OutboxKeys, Spool, default_spool_dir
 from gatekeeper.log.record import format_time
-from gatekeeper.log.shipper import Shipper, shipper_client
+from gatekeeper.log.shipper import Shipper, redis_description, shipper_client
 from gatekeeper.log.sql import DATABASE_ERRORS, SchemaError
 from gatekeeper.log.store import ChainReport, LogStore, PurgeReport
 
@@ -66,7 +66,9 @@ async def log_ship_forever(settings: Settings, *, instance: str | None = None, s
     keys = OutboxKeys(settings.index.prefix, name)
     client = shipper_client(settings)
     outbox = Outbox(client, keys, Spool(spool_dir or default_spool_dir(settings), name))
-    shipper = Shipper(client, LogStore.from_dsn(settings.log.dsn), keys, owns=True)
+    shipper = Shipper(
+        client, LogStore.from_dsn(settings.log.dsn), keys, owns=True, redis_name=redis_description(settings)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -167,12 +169,12 @@ async def log_ship_once(
     client = shipper_client(settings)
     store = LogStore.from_dsn(settings.log.dsn)
     outbox = Outbox(client, keys, Spool(spool_dir or default_spool_dir(settings), name))
-    shipper = Shipper(client, store, keys)
+    shipper = Shipper(client, store, keys, redis_name=redis_description(settings))
     try:
         replayed = await outbox.replay()
         shipped = await shipper.ship_once()
     except RedisError as exc:
-        return _unavailable(f"Redis at {settings.index.redacted_url}", exc, err)
+        return _unavailable(redis_description(settings), exc, err)
     except SchemaError as exc:
         err.write(f"gatekeeper: {exc}\n")
         return EXIT_USAGE

@@ -19,14 +19,17 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gatekeeper.config import Settings
 from gatekeeper.index.connect import connect
 from gatekeeper.index.store import Client
 from gatekeeper.log.outbox import RECORD_FIELD, OutboxKeys, stop_task
 from gatekeeper.log.record import DecisionRecord, RecordError
-from gatekeeper.log.store import DeadLetter, LogStore
+from gatekeeper.log.sql import DATABASE_ERRORS, SchemaError
+from gatekeeper.log.store import ChainConflict, DeadLetter, LogStore
 from gatekeeper.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -52,6 +55,28 @@ class Stage(StrEnum):
 
 
 Fault = Callable[[Stage], Awaitable[None]]
+
+
+class Side(StrEnum):
+    """Which end of the shipping failed: the Redis outbox it reads, or the SQL database it writes."""
+
+    REDIS = "redis"
+    DATABASE = "database"
+    UNKNOWN = "unknown"  # neither a Redis nor a database error: a bug, logged with its traceback
+
+
+def failed_side(exc: BaseException) -> Side:
+    """The side an exception of a shipping cycle comes from (redis-py wraps every socket error in RedisError)."""
+    if isinstance(exc, RedisError):
+        return Side.REDIS
+    if isinstance(exc, (*DATABASE_ERRORS, SchemaError, ChainConflict)):
+        return Side.DATABASE
+    return Side.UNKNOWN
+
+
+def redis_description(settings: Settings) -> str:
+    """How messages name the Redis of the outbox (without its password)."""
+    return f"Redis at {settings.index.redacted_url}"
 
 
 def shipper_client(settings: Settings, block: float = BLOCK) -> Client:
@@ -103,8 +128,10 @@ class Shipper:
         claim_idle: float = CLAIM_IDLE,
         unready_after: float = UNREADY_AFTER,
         owns: bool = False,
+        redis_name: str = "Redis",
     ) -> None:
         self.client = client
+        self.redis_name = redis_name  # e.g. "Redis at redis://10.0.0.5:6379/0", for messages
         self.store = store
         self.keys = keys
         self.metrics = metrics
@@ -133,7 +160,14 @@ class Shipper:
     def from_settings(cls, settings: Settings, *, metrics: Metrics | None = None) -> Shipper:
         """A shipper with its own Redis client and SQL connection (closed by `stop`)."""
         keys = OutboxKeys(settings.index.prefix, settings.log.instance_name)
-        return cls(shipper_client(settings), LogStore.from_dsn(settings.log.dsn), keys, metrics=metrics, owns=True)
+        return cls(
+            shipper_client(settings),
+            LogStore.from_dsn(settings.log.dsn),
+            keys,
+            metrics=metrics,
+            owns=True,
+            redis_name=redis_description(settings),
+        )
 
     # -- one cycle -----------------------------------------------------------------------------------
 
@@ -274,15 +308,30 @@ class Shipper:
 
     def _failed(self, exc: Exception, delay: float) -> None:
         self._prepared = False  # re-check the group and start again from the pending entries
-        self.last_error = f"{type(exc).__name__}: {exc}".strip()[:300]
+        side = failed_side(exc)
+        error = f"{type(exc).__name__}: {exc}".strip()
+        where = {Side.REDIS: self.redis_name, Side.DATABASE: self.store.db.description}.get(side)
+        self.last_error = f"{where}: {error}"[:300] if where else error[:300]
         if self._failing_since is None:
             self._failing_since = time.monotonic()
-            log.warning(
-                "cannot ship the decision log to %s (%s); retrying, records wait in %s",
-                self.store.db.description,
-                self.last_error,
-                self.keys.stream,
-            )
+            if side is Side.REDIS:
+                trouble = "is unreachable" if isinstance(exc, RedisConnectionError | RedisTimeoutError) else "failed"
+                log.warning(
+                    "cannot ship the decision log: %s %s (%s); retrying, the records wait in the outbox stream %s "
+                    "(new ones in the local spool while Redis is away)",
+                    self.redis_name,
+                    trouble,
+                    error[:300],
+                    self.keys.stream,
+                )
+            else:
+                log.warning(
+                    "cannot ship the decision log%s (%s); retrying, the records wait in Redis (%s)",
+                    f" to {where}" if where else "",
+                    error[:300],
+                    self.keys.stream,
+                    exc_info=side is Side.UNKNOWN,
+                )
         else:
             log.debug("decision log shipping still failing (%s); next try in %.1f s", self.last_error, delay)
 

@@ -274,7 +274,7 @@ def sqlite_path(dsn: str) -> Path:
     if parts.netloc not in ("", "localhost"):
         raise ValueError(f"{dsn!r}: a SQLite DSN names a local file (sqlite:///PATH)")
     path = unquote(parts.path)
-    if not path:
+    if not path.strip("/"):
         raise ValueError(f"{dsn!r}: no file name (use sqlite:///PATH)")
     if path.startswith("//"):
         return Path(path[1:])

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import hashlib
 import json
+import re
 import secrets
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gatekeeper.cli import main
+from gatekeeper.config import load, parse
 from gatekeeper.devservers import PrivateRedis
+from gatekeeper.index.store import ConsentIndex
+from gatekeeper.web.auth import Principal, Role, TokenBook
 from tests.conftest import PEPPER, write_csv
+from tests.readme import fill_placeholders, table_boundaries, toml_blocks
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +215,141 @@ def test_dead_redis_fails_closed(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert (code, result["verdict"], result["reason"]) == (1, "block", "index-unavailable")
     code, _, err = run(capsys, "--config", str(path), "object", "0612345678", "--tenant", "t")
     assert code == 3 and "unavailable" in err
+
+
+def scrub(capsys: pytest.CaptureFixture[str], config: Path, source: Path, out: Path) -> tuple[int, str, str]:
+    return run(capsys, "--config", str(config), "scrub", str(source), "-o", str(out), "--campaign", "acme-sales",
+               "--at", "2026-12-01T10:30")  # fmt: skip
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_scrub_keeps_a_semicolon_or_tab_separated_list_as_it_is(
+    loaded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], delimiter: str
+) -> None:
+    source, out = tmp_path / "crm.csv", tmp_path / "out.csv"
+    rows = [["naam", "plaats", "telefoonnummer"], ["Anna", "Utrecht, centrum", "06 1234 5678"],
+            ["Bram", "Delft", "0612345680"], ["Dirk", "Breda", "not-a-number"]]  # fmt: skip
+    source.write_text("".join(delimiter.join(r) + "\n" for r in rows).replace("Utrecht, centrum", '"Utrecht, c"'))
+    code, stdout, _ = scrub(capsys, loaded, source, out)
+    assert code == 0 and "scrubbed 3 rows" in stdout
+    lines = out.read_text().splitlines()
+    assert lines[0] == delimiter.join(["naam", "plaats", "telefoonnummer", "verdict", "reason", "would_block",
+                                       "regime", "explanation"])  # fmt: skip
+    with out.open(newline="") as f:
+        written = list(csv.reader(f, delimiter=delimiter))
+    assert all(len(row) == 8 for row in written), "every row has the input's columns and the five added ones"
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in written[1:]] == [
+        ("Anna", "Utrecht, c", "06 1234 5678", "allow", "consent"),
+        ("Bram", "Delft", "0612345680", "block", "objection"),
+        ("Dirk", "Breda", "not-a-number", "block", "invalid-number"),
+    ]
+
+
+def test_scrub_keeps_the_quoting_line_ends_and_byte_order_mark(
+    loaded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, out = tmp_path / "export.csv", tmp_path / "out.csv"
+    source.write_bytes('\ufeff"Name";"Phone";"Note; or two"\r\n"Anna";"0612345678";""\r\n'.encode())
+    assert scrub(capsys, loaded, source, out)[0] == 0
+    data = out.read_bytes()
+    assert data.startswith(
+        b'\xef\xbb\xbf"Name";"Phone";"Note; or two";"verdict";"reason";"would_block";"regime";"explanation"\r\n'
+    )
+    assert data.count(b"\r\n") == 2 and data.count(b"\n") == 2
+    assert data.split(b"\r\n")[1].startswith(b'"Anna";"0612345678";"";"allow";"consent";"false";"nl-2026";"')
+    plain = tmp_path / "plain.csv"
+    plain.write_text("name,phone\nAnna,0612345678\n")
+    assert scrub(capsys, loaded, plain, out)[0] == 0
+    assert out.read_bytes().startswith(b"name,phone,verdict,reason,would_block,regime,explanation\nAnna,0612345678,")
+
+
+def test_scrub_refuses_a_list_without_a_column_of_numbers(
+    loaded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, out = tmp_path / "list.csv", tmp_path / "out.csv"
+    out.write_text("an earlier scrub\n")
+    source.write_text("name,city,tel.\nAnna,Utrecht,0612345678\nBram,Delft,0612345680\n")
+    code, _, err = scrub(capsys, loaded, source, out)
+    assert code == 2
+    assert f"{source}: no column of telephone numbers: the header has 'name', 'city', 'tel.'" in err
+    assert (
+        "rename the number column to number (or phone, telephone," in err
+        and "(column 'tel.' looks like telephone numbers)" in err
+    )
+    assert out.read_text() == "an earlier scrub\n", "a refused scrub leaves an existing output alone"
+    source.write_text("0612345678\n0612345679\n")
+    code, _, err = scrub(capsys, loaded, source, out)
+    assert code == 2 and "line 1 is a telephone number, not a header" in err
+    source.write_text("contact;notes\n06 1234 5678;call after 5\n+31612345680;\n")  # unnamed, but numbers: used
+    assert scrub(capsys, loaded, source, out)[0] == 0
+    with out.open(newline="") as f:
+        assert [(r["contact"], r["reason"]) for r in csv.DictReader(f, delimiter=";")] == [
+            ("06 1234 5678", "consent"),
+            ("+31612345680", "objection"),
+        ]
+
+
+def test_scrub_refuses_a_file_that_is_not_utf8_text(
+    loaded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, out = tmp_path / "latin1.csv", tmp_path / "out.csv"
+    source.write_bytes("naam;telefoon\nJosé;0612345678\n".encode("latin-1"))
+    code, _, err = scrub(capsys, loaded, source, out)
+    assert code == 2 and f"{source}: not UTF-8 text" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+async def objections(config: Path, tenant: str, e164: str) -> int:
+    index = ConsentIndex.from_settings(load(config).index)
+    try:
+        return len((await index.lookup(tenant, e164)).facts.objections)
+    finally:
+        await index.close()
+
+
+def test_object_refuses_a_tenant_that_no_campaign_names(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--config", str(loaded), "object", "0612345678", "--tenant", "acmee")
+    assert code == 2 and out == ""
+    assert "--tenant: no campaign names tenant 'acmee'; did you mean acme? (known tenants: acme)" in err
+    assert "--new-tenant" in err
+    assert asyncio.run(objections(loaded, "acmee", "+31612345678")) == 0, "nothing was registered"
+    code, out, _ = run(capsys, "--config", str(loaded), "object", "0612345678", "--tenant", "acmee", "--new-tenant")
+    assert code == 0 and "tenant acmee" in out
+    assert asyncio.run(objections(loaded, "acmee", "+31612345678")) == 1
+    code, _, err = run(capsys, "--config", str(loaded), "object", "0612345678", "--tenant", "a b", "--new-tenant")
+    assert code == 2 and "--tenant: 'a b' is not a tenant name" in err
+
+
+def test_object_without_any_configured_tenant(tmp_path: Path, redis_server: PrivateRedis,
+                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    path = tmp_path / "bare.toml"
+    path.write_text(f'[index]\nredis_url = "{redis_server.url}"\npepper = "{PEPPER}"\nprefix = "bare"\n')
+    code, _, err = run(capsys, "--config", str(path), "object", "0612345678", "--tenant", "acme")
+    assert code == 2 and "no campaign names tenant 'acme' (no campaign is configured)" in err
+
+
+def test_token_create_shows_the_secret_once_and_prints_the_entry_that_accepts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no configuration anywhere: none is needed
+    monkeypatch.delenv("GATEKEEPER_CONFIG", raising=False)
+    code, out, err = run(capsys, "token", "create", "--role", "compliance", "--name", "desk")
+    assert code == 0
+    found = re.search(r"\n\n    (\S+)\n\n", err)
+    assert found is not None and "not shown again" in err
+    token = found[1]
+    assert len(token) >= 40 and token not in out, "the secret goes to the terminal, never into the lines to keep"
+    entry = tomllib.loads(out)["http"]["tokens"]
+    assert entry == [{"name": "desk", "role": "compliance", "sha256": hashlib.sha256(token.encode()).hexdigest()}]
+    readme = "\n".join(toml_blocks())
+    for offset in table_boundaries(readme):  # wherever it is pasted in the README's example
+        pasted = readme[:offset] + out + readme[offset:]
+        settings = parse(fill_placeholders(tomllib.loads(pasted)), "pasted.toml", {})
+        principal = TokenBook(settings.http.tokens).authenticate(token)
+        assert principal == Principal("desk", Role.COMPLIANCE), pasted
+    code, out, err = run(capsys, "token", "create", "--role", "viewer")
+    assert code == 0 and re.fullmatch(r"viewer-[0-9a-f]{6}", tomllib.loads(out)["http"]["tokens"][0]["name"])
+    assert run(capsys, "token", "create", "--role", "viewer", "--name", "a b")[:2] == (2, "")
+    with pytest.raises(SystemExit) as exc:
+        main(["token", "create", "--role", "root"])
+    assert exc.value.code == 2

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import logging
 import os
 import secrets
 import signal
@@ -621,3 +622,58 @@ async def test_the_shipper_in_a_process_of_its_own(redis_server: PrivateRedis, t
             shipper.kill()
             shipper.wait()
         await store.close()
+
+
+async def _first_shipping_warning(shipper: Shipper, caplog: pytest.LogCaptureFixture) -> str:
+    """Run the shipper until its first failure and return the warning it logged for it."""
+    caplog.set_level(logging.WARNING, logger="gatekeeper.log.shipper")
+    shipper.block, shipper.retry_initial, shipper.retry_max = 0.05, 0.02, 0.1
+    await shipper.start()
+
+    async def failing() -> bool:
+        return shipper.last_error is not None
+
+    try:
+        await eventually(failing, "the shipper to fail")
+    finally:
+        await shipper.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cannot ship")]
+    assert len(warnings) == 1, warnings
+    return warnings[0]
+
+
+async def test_the_warning_names_redis_when_redis_is_unreachable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = PrivateRedis()
+    await asyncio.to_thread(redis.start)
+    try:
+        settings = dataclasses.replace(
+            make_settings(redis.url), log=LogSettings(dsn=f"sqlite:///{tmp_path / 'decisions.db'}", instance=INSTANCE)
+        )
+        shipper = Shipper.from_settings(settings)
+        assert await shipper.ship_once() == 0  # both sides reachable
+        await asyncio.to_thread(redis.stop)
+        warning = await _first_shipping_warning(shipper, caplog)
+    finally:
+        await asyncio.to_thread(redis.stop)
+    assert warning.startswith(f"cannot ship the decision log: Redis at {redis.url} is unreachable (ConnectionError")
+    assert "SQLite" not in warning and "decisions.db" not in warning
+    assert f"Redis at {redis.url}" in str(shipper.last_error)
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+async def test_the_warning_names_the_database_when_the_database_is_unreachable(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    if kind == "postgresql":
+        dsn, where = f"postgresql://nobody@127.0.0.1:{free_port()}/none", "PostgreSQL postgresql://nobody@127.0.0.1"
+    else:
+        dsn, where = f"sqlite:///{tmp_path / 'missing-dir' / 'decisions.db'}", "SQLite file "
+    shipper = Shipper.from_settings(dataclasses.replace(settings, log=LogSettings(dsn=dsn, instance=INSTANCE)))
+    warning = await _first_shipping_warning(shipper, caplog)
+    blamed, _, waiting = warning.partition("; retrying")
+    assert blamed.startswith(f"cannot ship the decision log to {where}")
+    assert "Redis" not in blamed and settings.index.redacted_url not in blamed
+    assert "the records wait in Redis" in waiting
+    assert str(shipper.last_error).startswith(where)

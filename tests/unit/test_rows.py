@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from gatekeeper.index import codec
-from gatekeeper.index.rows import ImportFileError, Row, RowError, Validator, read
+from gatekeeper.index.rows import ImportFileError, Row, RowError, Validator, detect_delimiter, read
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
@@ -128,3 +128,18 @@ def test_codec_round_trip() -> None:
     assert facts.relationships[0].end == dt.date(2024, 1, 1)
     assert facts.objections[0].at == when
     assert len(value) < 50
+
+
+@pytest.mark.parametrize(
+    ("header", "delimiter"),
+    [
+        ("tenant,number,kind", ","),
+        ("tenant;number;kind", ";"),
+        ("tenant\tnumber\tkind", "\t"),
+        ('"last, first";"phone"', ";"),  # the comma is inside quotes
+        ('"a;b"\t"c"', "\t"),
+        ("number", ","),
+    ],
+)
+def test_the_delimiter_is_the_most_frequent_one_outside_quotes(header: str, delimiter: str) -> None:
+    assert detect_delimiter(header) == delimiter
