@@ -171,9 +171,12 @@ class DecisionRecord:
     def payload(self) -> bytes:
         """One line of compact UTF-8 JSON: the outbox entry and the spool line."""
         try:
-            return orjson.dumps(self.to_json())
-        except orjson.JSONEncodeError:  # a text that slipped past the boundary: escape it, keep the record
+            data = orjson.dumps(self.to_json())
+        except orjson.JSONEncodeError:  # a lone surrogate slipped past the boundary: escape it, keep the record
             return orjson.dumps(self.made_representable().to_json())
+        if b"\\u0000" in data:  # a NUL did (PostgreSQL's text cannot hold it)
+            return orjson.dumps(self.made_representable().to_json())
+        return data
 
     def dumps(self) -> str:
         return self.payload().decode()
