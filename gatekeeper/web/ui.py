@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import jinja2
 from aiohttp import web
@@ -36,6 +36,9 @@ SUMMARY_DAYS = 14
 MAX_SUMMARY_DAYS = 366
 HASH = re.compile(r"[0-9a-f]{32}")
 FILTER_KEYS = ("from", "to", "campaign", "verdict", "reason", "nh")
+MAX_NEXT = 2000  # characters of the `next` path of the login form
+LOCAL_PATH = re.compile(r"/(?!/)[\x21-\x5b\x5d-\x7e]*")  # "/" (not "//"), printable ASCII but space and backslash
+DECODED_LOCAL_PATH = re.compile(r"/(?![/\\])[^\x00-\x1f\x7f\\]*")  # the same, percent-decoded
 
 
 class UiError(Exception):
@@ -58,9 +61,20 @@ def templates() -> jinja2.Environment:
 
 
 def safe_next(target: str | None) -> str:
-    """A local path to return to after logging in (never another site)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/decisions"
+    """Where to go after logging in: `target` if it is a path on this site, else `/`.
+
+    Accepted is only the kind of value `require` puts there: a path that starts with exactly one `/`, in
+    printable ASCII without spaces or backslashes (browsers drop tabs and line breaks and read `\\` as
+    `/`, so `/<TAB>/evil.example` would go to `//evil.example`), and whose percent-decoded forms (once,
+    twice, …) neither start with `//` or `/\\` nor hold a control character or a backslash.
+    """
+    if not target or len(target) > MAX_NEXT or not LOCAL_PATH.fullmatch(target):
+        return "/"
+    decoded, previous = unquote(target), target
+    while decoded != previous:  # each round shortens it: `/%252F%252Fevil.example` takes two
+        if not DECODED_LOCAL_PATH.fullmatch(decoded):
+            return "/"
+        decoded, previous = unquote(decoded), decoded
     return target
 
 
@@ -154,7 +168,7 @@ class Ui:
     def require(self, request: web.Request, permission: Permission) -> Session:
         session = self.session(request)
         if session is None:
-            target = request.path_qs if request.method == "GET" else "/decisions"
+            target = request.rel_url.raw_path_qs if request.method == "GET" else "/decisions"
             raise web.HTTPSeeOther(f"/login?{urlencode({'next': target})}")
         if not session.principal.can(permission):
             _ = i18n.translator(self.language(request))
