@@ -29,7 +29,7 @@ NL: dict[str, str] = {
     "Clear": "Wissen",
     "Confirm": "Bevestigen",
     "Continue": "Verder",
-    "Dates are written YYYY-MM-DD.": "Datums schrijf je als JJJJ-MM-DD.",
+    "Dates are written YYYY-MM-DD, from %(first)s to %(last)s.": "Datums schrijf je als JJJJ-MM-DD, van %(first)s tot %(last)s.",
     "Days in %(zone)s.": "Dagen in %(zone)s.",
     "Decision log": "Beslissingslog",
     "Decision": "Beslissing",

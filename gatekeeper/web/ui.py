@@ -25,7 +25,15 @@ from gatekeeper.web.api import stream_csv
 from gatekeeper.web.auth import LOGIN_SECONDS, SESSION_SECONDS, Permission, Session, Signer, TokenBook, same
 from gatekeeper.web.charts import stacked_bars
 from gatekeeper.web.compliance import Action, Compliance
-from gatekeeper.web.inputs import MAX_BODY, ApiError, Query, decision_query
+from gatekeeper.web.inputs import (
+    EARLIEST_YEAR,
+    LATEST_YEAR,
+    MAX_BODY,
+    ApiError,
+    Query,
+    decision_query,
+    whole_number,
+)
 
 log = logging.getLogger(__name__)
 SESSION_COOKIE = "gk_session"
@@ -36,6 +44,7 @@ SUMMARY_DAYS = 14
 MAX_SUMMARY_DAYS = 366
 HASH = re.compile(r"[0-9a-f]{32}")
 FILTER_KEYS = ("from", "to", "campaign", "verdict", "reason", "nh")
+MAX_AUDIT_ID = 2**63 - 1  # the audit table's ids are 64-bit
 MAX_NEXT = 2000  # characters of the `next` path of the login form
 LOCAL_PATH = re.compile(r"/(?!/)[\x21-\x5b\x5d-\x7e]*")  # "/" (not "//"), printable ASCII but space and backslash
 DECODED_LOCAL_PATH = re.compile(r"/(?![/\\])[^\x00-\x1f\x7f\\]*")  # the same, percent-decoded
@@ -357,11 +366,15 @@ class Ui:
         today = await self._latest_day()
         error = None
         try:
-            end = dt.date.fromisoformat(request.query.get("to") or today.isoformat())
+            end = _day(request.query.get("to") or today.isoformat())
             default_start = end - dt.timedelta(days=SUMMARY_DAYS - 1)
-            start = dt.date.fromisoformat(request.query.get("from") or default_start.isoformat())
+            start = _day(request.query.get("from") or default_start.isoformat())
         except ValueError:
-            error, start, end = _("Dates are written YYYY-MM-DD."), today - dt.timedelta(days=SUMMARY_DAYS - 1), today
+            error = _("Dates are written YYYY-MM-DD, from %(first)s to %(last)s.") % {
+                "first": EARLIEST_YEAR,
+                "last": LATEST_YEAR,
+            }
+            start, end = today - dt.timedelta(days=SUMMARY_DAYS - 1), today
         if end < start or (end - start).days >= MAX_SUMMARY_DAYS:
             error = _("Choose a range of at most a year, from before to.")
             start, end = today - dt.timedelta(days=SUMMARY_DAYS - 1), today
@@ -464,12 +477,20 @@ class Ui:
     async def audit(self, request: web.Request) -> web.Response:
         session = self.require(request, Permission.AUDIT)
         before = request.query.get("before")
-        before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
+        before_id = whole_number("before", before, 1, MAX_AUDIT_ID) if before else None
         async with self.compliance.log.use() as reader:
             entries = await reader.list_audit(limit=PAGE, before_id=before_id)
         older = f"/audit?before={entries[-1].id}" if len(entries) == PAGE else None
         return self.render(request, "audit.html", session, nav="audit", entries=entries, older_url=older,
                            newest_url="/audit" if before_id is not None else None)  # fmt: skip
+
+
+def _day(text: str) -> dt.date:
+    """A date of the summary's range (ValueError if it is not one, or outside the years a filter takes)."""
+    day = dt.date.fromisoformat(text)
+    if not EARLIEST_YEAR <= day.year <= LATEST_YEAR:
+        raise ValueError(f"{day} is out of range")
+    return day
 
 
 @web.middleware

@@ -214,6 +214,22 @@ async def test_roles_limit_the_pages(browser: Browser, web: WebService) -> None:
         await compliance.close()
 
 
+async def test_odd_numbers_and_dates_in_page_queries_are_a_400(browser: Browser) -> None:
+    await log_in(browser, TOKENS["admin"])
+    for path, field in (
+        ("/audit?before=%C2%B2", "before"),  # "²": str.isdigit() says yes, int() says no
+        ("/audit?before=" + "9" * 5000, "before"),
+        ("/audit?before=-3", "before"),
+        ("/decisions?from=9999-12-31", "from"),
+        ("/decisions?to=0001-01-01T00:00:00%2B14:00", "to"),
+        ("/summary?to=9999-12-31", "YYYY-MM-DD"),
+        ("/summary?from=0001-01-01&to=0001-01-02", "YYYY-MM-DD"),
+    ):
+        status, text, response = await browser.get(path)
+        assert (status, response.content_type) == (400, "text/html") and field in text, path
+    assert (await browser.get("/audit?before=12"))[0] == 200
+
+
 async def test_a_typed_number_becomes_a_hash_in_the_url(browser: Browser, web: WebService) -> None:
     await log_in(browser, TOKENS["viewer"])
     status, _, response = await browser.post("/decisions", {"number": "+31 6 12345678", "verdict": "allow"})
