@@ -106,7 +106,7 @@ NL: dict[str, str] = {
     "gatekeeper.": "Het bezwaar geldt meteen: het volgende gesprek naar dit nummer voor de klant wordt geblokkeerd, op "
     "elke gatekeeper.",
     "Time": "Tijd",
-    "Times in %(zone)s.": "Tijden in %(zone)s.",
+    "Times in the time zone of each campaign, with the offset from UTC.": "Tijden in de tijdzone van elke campagne, met het verschil met UTC.",
     "To": "Tot en met",
     "Token": "Token",
     "Verdict": "Oordeel",

@@ -18,7 +18,8 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from gatekeeper.core.model import Reason, Verdict
+from gatekeeper.core.model import Moment, Reason, Verdict
+from gatekeeper.core.times import shown
 from gatekeeper.log.query import CursorError
 from gatekeeper.web import i18n
 from gatekeeper.web.api import stream_csv
@@ -156,10 +157,12 @@ class Ui:
                                 secure=request.secure)  # fmt: skip
         return response
 
-    def local(self, moment: dt.datetime | None) -> str:
+    def local(self, moment: Moment | None, *, campaign: str | None = None, tenant: str | None = None) -> str:
+        """A time as the pages show it: in its campaign's (or tenant's) zone, with the zone's UTC offset."""
         if moment is None:
             return ""
-        return moment.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+        zones = self.compliance.zones
+        return shown(moment, zones.of_tenant(tenant) if tenant is not None else zones.of_campaign(campaign))
 
     def error_page(self, request: web.Request, status: int, message: str) -> web.Response:
         session = self.signer.read_session(request.cookies.get(SESSION_COOKIE))
@@ -352,7 +355,7 @@ class Ui:
             raise UiError(400, exc.message) from None
         report = await self.compliance.report(session.principal, "ui", e164)
         return web.Response(
-            text=report.csv(),
+            text=report.csv(self.compliance.zones),
             content_type="text/csv",
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="access-report-{report.number_hash}.csv"'},

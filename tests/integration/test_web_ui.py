@@ -5,7 +5,9 @@ The browser walk-through is `tests/ui/test_ui.py`; these are the rules a browser
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import re
 import time
 from collections.abc import AsyncIterator
@@ -285,6 +287,48 @@ async def test_the_number_look_up_and_its_csv_report(browser: Browser, web: WebS
         assert "attachment" in response.headers["Content-Disposition"]
         assert "fact,goededoel,customer,2015-01-01" in await response.text()
     assert [e.action for e in await web.audit()] == ["access-report", "number-lookup"]
+
+
+# The example: a consent given at 23:32:32 UTC, which is 00:32:32 the next day in Amsterdam (CET)
+CONSENT_START, CONSENT_SHOWN = "2026-12-02T23:32:32Z", "2026-12-03 00:32:32 CET (+01:00)"
+CONSENT_ISO = "2026-12-03T00:32:32+01:00"  # in CSV files
+CALL_AT, CALL_SHOWN, CALL_ISO = "2027-01-05T09:30:00Z", "2027-01-05 10:30:00 CET (+01:00)", "2027-01-05T10:30:00+01:00"
+LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (CET \(\+01:00\)|CEST \(\+02:00\))")  # Europe/Amsterdam
+
+
+async def test_every_time_is_shown_in_the_campaigns_zone_with_its_offset(browser: Browser, web: WebService) -> None:
+    consent = {"tenant": "acme", "number": FRESH, "kind": "consent", "start": CONSENT_START, "reference": "web"}
+    assert (await web.request("POST", f"{PREFIX}/consents", body=consent))[0] == 200
+    status, decided, _ = await web.request("POST", f"{PREFIX}/check", body={
+        "number": FRESH, "campaign": "acme-sales", "caller_id": POOL, "presentation": 0, "at": CALL_AT})  # fmt: skip
+    assert (status, decided["reason"]) == (200, "consent")
+    assert decided["explanation"].startswith(f"Allowed under nl-2026: consent given {CONSENT_SHOWN} (ref web); "
+                                             "Tuesday 2027-01-05 10:30 CET (+01:00) is within")  # fmt: skip
+    await web.sync()
+    await log_in(browser, TOKENS["admin"])
+    pages = {
+        "log": (await browser.get("/decisions"))[1],
+        "detail": (await browser.get(f"/decisions/{decided['decision_id']}"))[1],
+        "look-up": (await browser.post("/numbers", {"number": FRESH}))[1],
+        "audit": (await browser.get("/audit"))[1],
+    }
+    for name in ("log", "detail", "look-up"):
+        assert CALL_SHOWN in pages[name], name
+    assert CONSENT_SHOWN in pages["detail"]  # the explanation
+    assert pages["look-up"].count(CONSENT_SHOWN) == 2  # the fact, and the decision's explanation
+    assert LOCAL_TIME.search(pages["audit"])  # the audit entries: now, in the deployment's zone
+    for name, text in pages.items():
+        assert "+00:00" not in text and "UTC" not in text.replace("offset from UTC", ""), name
+    async with browser.http.get(f"{web.base_url}/export.csv") as response:
+        exported = list(csv.DictReader(io.StringIO(await response.text())))
+    assert [r["at"] for r in exported if r["decision_id"] == decided["decision_id"]] == [CALL_ISO]
+    assert all(r["shipped_at"].endswith(("+01:00", "+02:00")) for r in exported)
+    form = {"csrf": browser.csrf, "number": FRESH}
+    async with browser.http.post(f"{web.base_url}/numbers/report.csv", data=form) as response:
+        report = list(csv.DictReader(io.StringIO(await response.text())))
+    assert [(r["record"], r["start"] or r["at"]) for r in report] == [("fact", CONSENT_ISO), ("decision", CALL_ISO)]
+    _, api, _ = await web.request("GET", f"{PREFIX}/decisions/{decided['decision_id']}")
+    assert api["at"] == "2027-01-05T09:30:00.000000Z"  # the JSON API stays in UTC
 
 
 async def test_pages_carry_security_headers_and_the_stylesheet_is_served(browser: Browser) -> None:

@@ -149,6 +149,8 @@ async def test_a_compliance_officer_works_through_the_ui(page: Page, web: WebSer
     await expect(facts).to_contain_text("fastagi")
     await expect(facts).to_contain_text("+31 6 ****5678")
     await expect(page.locator("p.explanation")).to_contain_text("consent given 2020-01-01")
+    amsterdam = re.compile(r"\d\d:\d\d:\d\d (CET \(\+01:00\)|CEST \(\+02:00\))")  # the campaign's zone and offset
+    await expect(facts.locator("dd").first).to_have_text(amsterdam)
 
     # look a number up: its facts for every tenant and its decisions
     await page.get_by_role("link", name="Number look-up").click()
