@@ -26,6 +26,7 @@ from gatekeeper.config import ConfigError, Settings, load
 from gatekeeper.core.model import Decision, NumberKind, Verdict
 from gatekeeper.core.numbers import normalise
 from gatekeeper.core.policy import zone
+from gatekeeper.core.times import UTC, shown
 from gatekeeper.demo import run_demo
 from gatekeeper.gate import CallRequest, Gate, GateDecision
 from gatekeeper.index.loader import ImportRefused, ImportReport, Loader
@@ -154,9 +155,11 @@ def _print_decision(result: GateDecision, as_json: bool, out: TextIO) -> None:
         out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
         return
     d = result.decision
-    shown = "ALLOW (monitor: would block)" if d.would_block else d.verdict.value.upper()
+    verdict = "ALLOW (monitor: would block)" if d.would_block else d.verdict.value.upper()
     regime = f", regime {d.regime}" if d.regime else ""
-    out.write(f"{shown} {d.reason.value}  [{result.masked_number}, campaign {result.request.campaign}{regime}]\n")
+    out.write(f"{verdict} {d.reason.value}  [{result.masked_number}, campaign {result.request.campaign}{regime}]\n")
+    tz = zone(result.campaign.jurisdiction.timezone) if result.campaign is not None else UTC
+    out.write(f"  call time {shown(result.at, tz)}\n")  # the campaign's zone, like the explanation's times
     out.write(f"  {d.explanation}\n")
     if result.index_error:
         out.write(f"  (index error: {result.index_error})\n")

@@ -202,6 +202,12 @@ def region_zone(region: str) -> ZoneInfo | None:
     return ZoneInfo(zones[0]) if len(zones) == 1 else None
 
 
+def deployment_zone(region: str) -> ZoneInfo:
+    """Where a deployment (`[numbers] default_region`) reads whole-day filters and shows times that belong
+    to no campaign: the region's zone, else UTC."""
+    return region_zone(region) or ZoneInfo("UTC")
+
+
 class Validator:
     """Turns raw rows into `Row`s for one region (the default for national numbers)."""
 

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gatekeeper.config import NAME, Settings
 from gatekeeper.core.model import Reason, Verdict
-from gatekeeper.index.rows import RowError, Validator, region_zone
+from gatekeeper.index.rows import RowError, Validator, deployment_zone
 from gatekeeper.log.query import DecisionFilter
 
 MAX_BODY = 64 * 1024  # bytes of a request body (API JSON and UI forms)
@@ -30,7 +30,6 @@ MAX_NUMBER = 64
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 EARLIEST_YEAR, LATEST_YEAR = 2000, 2100  # what a decision time or a filter bound may be
-UTC = ZoneInfo("UTC")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never valid in a name, number or reference (and NUL breaks SQL)
 MAX_DIGITS = 20  # of an integer in a JSON body: more than any field takes (int64 has 19)
 DIGITS = re.compile(r"[0-9]+")  # a whole number in a query string: ASCII digits only (not "²" or "٣")
@@ -211,7 +210,7 @@ class Numbers:
     @property
     def zone(self) -> ZoneInfo:
         """Where naive times and whole-day filters are read (the default region's zone, else UTC)."""
-        return region_zone(self.region) or UTC
+        return deployment_zone(self.region)
 
     def validator(self) -> Validator:
         return Validator(self.region, dt.datetime.now(dt.UTC))

@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -648,3 +649,11 @@ async def test_the_shipper_in_a_process_of_its_own(redis_server: PrivateRedis, t
             shipper.kill()
             shipper.wait()
         await store.close()
+
+
+@pytest.mark.parametrize("log_settings", ["sqlite"], indirect=True)
+async def test_purge_names_its_cutoff_in_the_deployments_zone(log_settings: Settings) -> None:
+    out = io.StringIO()
+    assert await log_purge(log_settings, days=30, out=out, err=io.StringIO()) == 0
+    amsterdam = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (CET \(\+01:00\)|CEST \(\+02:00\))"  # [numbers] default_region NL
+    assert re.fullmatch(rf"purged 0 decision record\(s\) from before {amsterdam} \(30 days kept\)\n", out.getvalue())
