@@ -32,6 +32,7 @@ from gatekeeper.config import NAME, ConfigError, Settings, load, suggestion
 from gatekeeper.core.model import Decision, NumberKind
 from gatekeeper.core.numbers import normalise
 from gatekeeper.core.policy import zone
+from gatekeeper.core.times import UTC, shown
 from gatekeeper.demo import run_demo
 from gatekeeper.gate import CallRequest, EvidenceError, Gate
 from gatekeeper.index.loader import ImportRefused, ImportReport, Loader
@@ -174,13 +175,16 @@ async def _with_index(settings: Settings, work: Callable[[ConsentIndex], Awaitab
         await index.close()
 
 
-def _print_decision(record: DecisionRecord, as_json: bool, out: TextIO) -> None:
+def _print_decision(record: DecisionRecord, settings: Settings, as_json: bool, out: TextIO) -> None:
     if as_json:
         out.write(json.dumps(record.public_json(), ensure_ascii=False) + "\n")
         return
-    shown = "ALLOW (monitor: would block)" if record.would_block else record.verdict.value.upper()
+    verdict = "ALLOW (monitor: would block)" if record.would_block else record.verdict.value.upper()
     regime = f", regime {record.regime}" if record.regime else ""
-    out.write(f"{shown} {record.reason.value}  [{record.number_masked}, campaign {record.campaign}{regime}]\n")
+    out.write(f"{verdict} {record.reason.value}  [{record.number_masked}, campaign {record.campaign}{regime}]\n")
+    campaign = settings.campaign(record.campaign)
+    tz = zone(campaign.jurisdiction.timezone) if campaign is not None else UTC
+    out.write(f"  call time {shown(record.at, tz)}\n")  # the campaign's zone, like the explanation's times
     out.write(f"  {record.explanation}\n")
     if record.index_error:
         out.write(f"  (index error: {record.index_error})\n")
@@ -201,7 +205,7 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         except EvidenceError as exc:
             sys.stderr.write(f"gatekeeper: {exc}; no verdict is given without its record\n")
             return EXIT_UNAVAILABLE
-        _print_decision(record, args.json, sys.stdout)
+        _print_decision(record, settings, args.json, sys.stdout)
         return EXIT_OK if record.allowed else EXIT_BLOCK
 
     return await _with_index(settings, work)

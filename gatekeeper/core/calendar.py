@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from dateutil.easter import easter
 
+from gatekeeper.core.times import shown
+
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -100,7 +102,7 @@ class Window:
 @dataclass(frozen=True, slots=True)
 class HoursVerdict:
     allowed: bool
-    description: str  # e.g. "Saturday 16:05 (allowed 10:00–16:00)"
+    description: str  # "Saturday 2026-12-05 16:05 CET (+01:00) is outside the calling hours (Saturday 10:00–16:00)"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -150,7 +152,8 @@ class CallingHours:
 def _check(hours: CallingHours, local: dt.datetime) -> HoursVerdict:
     windows, rule = hours.windows_on(local.date())
     t = local.time().replace(tzinfo=None)
-    when = f"{WEEKDAY_NAMES[local.weekday()]} {local:%Y-%m-%d %H:%M} {local.tzname()}"
+    assert local.tzinfo is not None, "the called person's local time"
+    when = f"{WEEKDAY_NAMES[local.weekday()]} {shown(local, local.tzinfo, seconds=False)}"
     if not windows:
         return HoursVerdict(False, f"{when}: no calls on {rule}")
     allowed = ", ".join(str(w) for w in windows)

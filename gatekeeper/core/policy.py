@@ -31,6 +31,7 @@ from gatekeeper.core.model import (
     Verdict,
 )
 from gatekeeper.core.numbers import normalise_e164
+from gatekeeper.core.times import shown
 
 # Asterisk calling presentation: bits 0x60 give the presentation indicator (0x00 allowed,
 # 0x20 restricted, 0x40 number unavailable); the low bits are the screening indicator.
@@ -179,8 +180,9 @@ def _ref(reference: str) -> str:
     return f" (ref {reference})" if reference else ""
 
 
-def _fmt(moment: Moment) -> str:
-    return moment.isoformat(timespec="minutes") if isinstance(moment, dt.datetime) else moment.isoformat()
+def _fmt(moment: Moment, ctx: Context) -> str:
+    """A fact's bound as people read it: an instant in the campaign's zone with its offset, a day as a date."""
+    return shown(moment, ctx.tz)
 
 
 # -- the rules ---------------------------------------------------------------------------------------
@@ -256,7 +258,7 @@ def _suppressed(ctx: Context) -> Outcome | None:
         return Outcome(
             Verdict.BLOCK,
             Reason.SUPPRESSED,
-            f"The number is on the global suppression list since {_fmt(first.at)}{_ref(first.reference)}.",
+            f"The number is on the global suppression list since {_fmt(first.at, ctx)}{_ref(first.reference)}.",
         )
     return None
 
@@ -268,7 +270,7 @@ def _objection(ctx: Context) -> Outcome | None:
     overridden = []
     if ctx.covering_consents:
         latest = max(ctx.covering_consents, key=lambda c: _sort_key(c.start))
-        overridden.append(f"the consent of {_fmt(latest.start)}")
+        overridden.append(f"the consent of {_fmt(latest.start, ctx)}")
     if ctx.relationship[0] is not None:
         overridden.append("the customer relationship")
     what = f"; it overrides {' and '.join(overridden)}" if overridden else ""
@@ -284,11 +286,11 @@ def _basis(ctx: Context) -> Outcome | None:
     consents = ctx.valid_consents
     if consents:
         best = max(consents, key=lambda c: _sort_key(c.start))
-        end = f" until {_fmt(best.end)}" if best.end is not None else ""
+        end = f" until {_fmt(best.end, ctx)}" if best.end is not None else ""
         return Outcome(
             Verdict.ALLOW,
             Reason.CONSENT,
-            f"consent given {_fmt(best.start)}{end}{_ref(best.reference)}",
+            f"consent given {_fmt(best.start, ctx)}{end}{_ref(best.reference)}",
             best.reference or None,
         )
     kind, rel = ctx.relationship
@@ -297,11 +299,11 @@ def _basis(ctx: Context) -> Outcome | None:
     if not ctx.regime.accepts_relationship(ctx.campaign.organisation):
         return None
     if kind is Reason.CUSTOMER:
-        text = f"active customer since {_fmt(rel.start)}{_ref(rel.reference)}"
+        text = f"active customer since {_fmt(rel.start, ctx)}{_ref(rel.reference)}"
     else:
         assert rel.end is not None
         until = add_years(ctx.day(rel.end), ctx.regime.former_customer_years)
-        text = f"former customer (relationship ended {_fmt(rel.end)}, counts until {until}){_ref(rel.reference)}"
+        text = f"former customer (relationship ended {_fmt(rel.end, ctx)}, counts until {until}){_ref(rel.reference)}"
     return Outcome(Verdict.ALLOW, kind, text, rel.reference or None)
 
 
@@ -322,7 +324,7 @@ def _no_basis(ctx: Context) -> Outcome | None:
         )
     elif kind is None and rel is not None and rel.end is not None:
         until = add_years(ctx.day(rel.end), regime.former_customer_years)
-        found.append(f"the customer relationship ended {_fmt(rel.end)} (former-customer window ended {until})")
+        found.append(f"the customer relationship ended {_fmt(rel.end, ctx)} (former-customer window ended {until})")
     elif kind is None:
         found.append("no customer relationship")
     return Outcome(

@@ -213,6 +213,12 @@ def region_zone(region: str) -> ZoneInfo | None:
     return ZoneInfo(zones[0]) if len(zones) == 1 else None
 
 
+def deployment_zone(region: str) -> ZoneInfo:
+    """Where a deployment (`[numbers] default_region`) reads whole-day filters and shows times that belong
+    to no campaign: the region's zone, else UTC."""
+    return region_zone(region) or ZoneInfo("UTC")
+
+
 class Validator:
     """Turns raw rows into `Row`s for one region (the default for national numbers)."""
 
@@ -223,16 +229,19 @@ class Validator:
 
     def _moment(self, line: int, name: str, text: str) -> dt.date | dt.datetime | RowError:
         text = text.strip()
+        value: dt.date | dt.datetime
         try:
-            if len(text) == 10:
-                return dt.date.fromisoformat(text)
-            value = dt.datetime.fromisoformat(text)
+            value = dt.date.fromisoformat(text) if len(text) == 10 else dt.datetime.fromisoformat(text)
         except ValueError:
             return RowError(line, name, f"{text[:40]!r} is not an ISO date (YYYY-MM-DD) or date-time")
-        if value.tzinfo is None:
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
             if self.zone is None:
                 return RowError(line, name, f"the date-time needs an offset (region {self.region} has several zones)")
             value = value.replace(tzinfo=self.zone)
+        try:
+            codec.encode_moment(value)  # in range before any arithmetic on it (9999-12-31 + 1 day overflows)
+        except codec.EncodingError as exc:
+            return RowError(line, name, str(exc))
         return value
 
     def validate(self, line: int, raw: Mapping[str, str]) -> Row | RowError:

@@ -18,8 +18,9 @@ from typing import Any, TextIO, TypeVar
 from redis.exceptions import RedisError
 
 from gatekeeper.config import Settings
+from gatekeeper.core.times import shown
+from gatekeeper.index.rows import deployment_zone
 from gatekeeper.log.outbox import Outbox, OutboxKeys, Spool, default_spool_dir
-from gatekeeper.log.record import format_time
 from gatekeeper.log.shipper import Shipper, redis_description, shipper_client
 from gatekeeper.log.sql import DATABASE_ERRORS, SchemaError
 from gatekeeper.log.store import ChainReport, LogStore, PurgeReport
@@ -146,8 +147,9 @@ async def log_purge(
     if isinstance(report, int):
         return report
     per = ", ".join(f"{name} {n:,}" for name, n in sorted(report.deleted.items()) if n)
+    local = deployment_zone(settings.default_region)  # as the UI shows times that belong to no campaign
     out.write(
-        f"purged {report.total:,} decision record(s) from before {format_time(report.cutoff)} "
+        f"purged {report.total:,} decision record(s) from before {shown(report.cutoff, local)} "
         f"({keep} days kept){f': {per}' if per else ''}\n"
     )
     for problem in report.stopped:

@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gatekeeper.core.model import Reason, Verdict
+from gatekeeper.core.times import UTC, Zones, iso
 from gatekeeper.log.record import DecisionRecord, StoredRecord, format_time, parse_time
 from gatekeeper.log.sql import Database, Row, open_database
 
@@ -332,14 +333,21 @@ class LogReader:
         ordered = sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2].value, kv[0][3].value))
         return Summary(start, end, tz, tuple(SummaryRow(*key, n) for key, n in ordered))
 
-    async def export_csv(self, where: DecisionFilter = ALL) -> AsyncIterator[str]:
-        """The matching decisions as CSV text chunks (header first), streamed a page at a time."""
+    async def export_csv(self, where: DecisionFilter = ALL, *, zones: Zones | None = None) -> AsyncIterator[str]:
+        """The matching decisions as CSV text chunks (header first), streamed a page at a time.
+
+        `at` and `shipped_at` are ISO 8601 with the offset of the decision's campaign's zone (`zones`;
+        UTC without).
+        """
+        zones = zones or Zones({}, UTC)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(CSV_COLUMNS)
         pending = 0
         async for stored in self.iter_decisions(where):
             data = stored.to_json()
+            zone = zones.of_campaign(stored.record.campaign)
+            data.update(at=iso(stored.record.at, zone), shipped_at=iso(stored.shipped_at, zone))
             writer.writerow([_csv_cell(data[c]) for c in CSV_COLUMNS])
             pending += 1
             if pending >= EXPORT_PAGE:

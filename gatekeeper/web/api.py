@@ -152,7 +152,7 @@ class Api:
         report = await self.compliance.report(who, "api", e164)
         if wanted == "csv":
             return web.Response(
-                text=report.csv(),
+                text=report.csv(self.compliance.zones),
                 content_type="text/csv",
                 charset="utf-8",
                 headers={"Content-Disposition": f'attachment; filename="access-report-{report.number_hash}.csv"'},
@@ -166,7 +166,7 @@ async def stream_csv(request: web.Request, compliance: Compliance, query: Query)
         headers={"Content-Type": CSV_TYPE, "Content-Disposition": 'attachment; filename="decisions.csv"'}
     )
     async with compliance.log.use() as reader:
-        chunks = reader.export_csv(query.where)
+        chunks = reader.export_csv(query.where, zones=compliance.zones)
         try:
             first = await anext(chunks)
         except DATABASE_ERRORS as exc:

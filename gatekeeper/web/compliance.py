@@ -21,6 +21,7 @@ from typing import Any
 from gatekeeper.config import Settings
 from gatekeeper.core.model import Consent, Facts, Moment, Objection, Relationship, Suppression
 from gatekeeper.core.numbers import mask_e164
+from gatekeeper.core.times import Zones, iso
 from gatekeeper.gate import CallRequest, EvidenceError, Gate
 from gatekeeper.index.codec import Kind
 from gatekeeper.index.rows import Row, RowError
@@ -203,20 +204,25 @@ class Report:
             "decisions": [d.to_json() for d in self.decisions],
         }
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, zones: Zones) -> list[dict[str, Any]]:
+        """The report as CSV rows; times are ISO 8601 with the offset of their tenant's or campaign's zone."""
         out: list[dict[str, Any]] = []
         for t in self.tenants:
+            zone = zones.of_tenant(t.tenant)
             for kind, facts in (("consent", t.facts.consents), ("customer", t.facts.relationships)):
                 for f in facts:
-                    out.append({"record": "fact", "tenant": t.tenant, "kind": kind, "start": moment_json(f.start),
-                                "end": moment_json(f.end), "reference": f.reference})  # fmt: skip
+                    end = None if f.end is None else iso(f.end, zone)
+                    out.append({"record": "fact", "tenant": t.tenant, "kind": kind, "start": iso(f.start, zone),
+                                "end": end, "reference": f.reference})  # fmt: skip
             for o in t.facts.objections:
-                out.append({"record": "fact", "tenant": t.tenant, "kind": "objection", "start": moment_json(o.at),
+                out.append({"record": "fact", "tenant": t.tenant, "kind": "objection", "start": iso(o.at, zone),
                             "reference": o.reference})  # fmt: skip
         for s in self.suppressions:
-            out.append({"record": "fact", "kind": "suppression", "start": moment_json(s.at), "reference": s.reference})
+            out.append({"record": "fact", "kind": "suppression", "start": iso(s.at, zones.default),
+                        "reference": s.reference})  # fmt: skip
         for d in self.decisions:
             data = d.to_json()
+            data["at"] = iso(d.record.at, zones.of_campaign(d.record.campaign))
             out.append(
                 {"record": "decision", **{c: data.get(c) for c in REPORT_CSV_COLUMNS[6:]}, "tenant": d.record.tenant}
             )
@@ -225,11 +231,11 @@ class Report:
             row.setdefault("number_hash", self.number_hash)
         return out
 
-    def csv(self) -> str:
+    def csv(self, zones: Zones) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(REPORT_CSV_COLUMNS)
-        for row in self.rows():
+        for row in self.rows(zones):
             writer.writerow([_cell(row.get(c)) for c in REPORT_CSV_COLUMNS])
         return buffer.getvalue()
 
@@ -244,6 +250,7 @@ class Compliance:
         self.index = index
         self.log = log_access
         self.numbers = Numbers(settings)
+        self.zones = Zones(settings.campaigns, self.numbers.zone)  # where the times people read are shown
 
     def number_hash(self, e164: str) -> str:
         return self.index.keys.number_hash(e164)

@@ -29,7 +29,7 @@ NL: dict[str, str] = {
     "Clear": "Wissen",
     "Confirm": "Bevestigen",
     "Continue": "Verder",
-    "Dates are written YYYY-MM-DD.": "Datums schrijf je als JJJJ-MM-DD.",
+    "Dates are written YYYY-MM-DD, from %(first)s to %(last)s.": "Datums schrijf je als JJJJ-MM-DD, van %(first)s tot %(last)s.",
     "Days in %(zone)s.": "Dagen in %(zone)s.",
     "Decision log": "Beslissingslog",
     "Decision": "Beslissing",
@@ -106,7 +106,7 @@ NL: dict[str, str] = {
     "gatekeeper.": "Het bezwaar geldt meteen: het volgende gesprek naar dit nummer voor de klant wordt geblokkeerd, op "
     "elke gatekeeper.",
     "Time": "Tijd",
-    "Times in %(zone)s.": "Tijden in %(zone)s.",
+    "Times in the time zone of each campaign, with the offset from UTC.": "Tijden in de tijdzone van elke campagne, met het verschil met UTC.",
     "To": "Tot en met",
     "Token": "Token",
     "Verdict": "Oordeel",

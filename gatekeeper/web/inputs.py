@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from gatekeeper.config import NAME, Settings
 from gatekeeper.core.model import Reason, Verdict
-from gatekeeper.index.rows import RowError, Validator, region_zone
+from gatekeeper.index.rows import RowError, Validator, deployment_zone
 from gatekeeper.log.query import DecisionFilter
 
 MAX_BODY = 64 * 1024  # bytes of a request body (API JSON and UI forms)
@@ -29,8 +30,9 @@ MAX_NUMBER = 64
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 EARLIEST_YEAR, LATEST_YEAR = 2000, 2100  # what a decision time or a filter bound may be
-UTC = ZoneInfo("UTC")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never valid in a name, number or reference (and NUL breaks SQL)
+MAX_DIGITS = 20  # of an integer in a JSON body: more than any field takes (int64 has 19)
+DIGITS = re.compile(r"[0-9]+")  # a whole number in a query string: ASCII digits only (not "²" or "٣")
 
 
 class ApiError(Exception):
@@ -68,12 +70,34 @@ async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes:
     return b"".join(chunks)
 
 
+def _json_integer(text: str) -> int:
+    """An integer of the body; a longer one than any field takes is refused before `int()` reads it
+    (Python refuses more than 4,300 digits with a ValueError, and slowly)."""
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_DIGITS:
+        raise ApiError(400, "invalid-json", f"the body holds an integer of {digits:,} digits (at most {MAX_DIGITS})")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ApiError(400, "invalid-json", f"the body holds a number out of range ({text[:40]})")
+    return value
+
+
+def _json_constant(name: str) -> Any:
+    raise ApiError(400, "invalid-json", f"the body is not valid JSON: {name} is not a JSON value")
+
+
 async def json_object(request: web.Request) -> Fields:
     body = await read_body(request)
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_int=_json_integer, parse_float=_json_float, parse_constant=_json_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid-json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid-json", "the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid-json", "the body must be a JSON object")
     return Fields(data)
@@ -153,6 +177,13 @@ def name_field(name: str, value: str) -> str:
     return value
 
 
+def whole_number(name: str, text: str, low: int, high: int) -> int:
+    """A whole number from a query string or form, within [low, high]."""
+    if not DIGITS.fullmatch(text) or len(text) > len(str(high)) or not low <= int(text) <= high:
+        raise invalid(name, f"must be a whole number from {low} to {high}")
+    return int(text)
+
+
 def date_time(name: str, text: str) -> dt.datetime:
     """An RFC 3339 date-time with an offset (a decision time)."""
     try:
@@ -179,7 +210,7 @@ class Numbers:
     @property
     def zone(self) -> ZoneInfo:
         """Where naive times and whole-day filters are read (the default region's zone, else UTC)."""
-        return region_zone(self.region) or UTC
+        return deployment_zone(self.region)
 
     def validator(self) -> Validator:
         return Validator(self.region, dt.datetime.now(dt.UTC))
@@ -266,9 +297,7 @@ def decision_query(
         number_hash = hash_number(numbers.e164("number", v))
     limit = DEFAULT_PAGE
     if (v := text("limit", 10)) is not None:
-        if not v.isdigit() or not 1 <= int(v) <= MAX_PAGE:
-            raise invalid("limit", f"must be an integer between 1 and {MAX_PAGE}")
-        limit = int(v)
+        limit = whole_number("limit", v, 1, MAX_PAGE)
     where = DecisionFilter(
         start=start,
         end=end,

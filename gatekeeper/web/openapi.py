@@ -328,7 +328,8 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
     if campaigns:
         schemas["CheckRequest"]["properties"]["campaign"]["examples"] = campaigns[:5]
     csv_ok = {
-        "description": "CSV (UTF-8, header row first), streamed.",
+        "description": "CSV (UTF-8, header row first), streamed. Times are ISO 8601 in the time zone of the "
+        "decision's campaign, with its offset (2026-12-03T00:32:32.120000+01:00).",
         "content": {"text/csv": {"schema": {"type": "string"}}},
     }
     return {
@@ -437,7 +438,8 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
                 "get": {
                     "operationId": "accessReport",
                     "summary": "GDPR art. 15 access report: facts and decisions for a number (roles: admin, "
-                    "compliance). JSON, or CSV with `format=csv` or `Accept: text/csv`.",
+                    "compliance). JSON (times in UTC), or CSV with `format=csv` or `Accept: text/csv` (times in "
+                    "ISO 8601 with the offset of the tenant's or campaign's time zone).",
                     "parameters": [
                         {"name": "number", "in": "path", "required": True, "schema": NUMBER_IN},
                         _query("format", "json (default) or csv.", {"type": "string", "enum": ["json", "csv"]}),

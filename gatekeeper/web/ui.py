@@ -12,20 +12,29 @@ import logging
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from gatekeeper.core.model import Reason, Verdict
+from gatekeeper.core.model import Moment, Reason, Verdict
+from gatekeeper.core.times import shown
 from gatekeeper.log.query import CursorError
 from gatekeeper.web import i18n
 from gatekeeper.web.api import stream_csv
 from gatekeeper.web.auth import LOGIN_SECONDS, SESSION_SECONDS, Permission, Session, Signer, TokenBook, same
 from gatekeeper.web.charts import stacked_bars
 from gatekeeper.web.compliance import Action, Compliance
-from gatekeeper.web.inputs import MAX_BODY, ApiError, Query, decision_query
+from gatekeeper.web.inputs import (
+    EARLIEST_YEAR,
+    LATEST_YEAR,
+    MAX_BODY,
+    ApiError,
+    Query,
+    decision_query,
+    whole_number,
+)
 
 log = logging.getLogger(__name__)
 SESSION_COOKIE = "gk_session"
@@ -36,6 +45,10 @@ SUMMARY_DAYS = 14
 MAX_SUMMARY_DAYS = 366
 HASH = re.compile(r"[0-9a-f]{32}")
 FILTER_KEYS = ("from", "to", "campaign", "verdict", "reason", "nh")
+MAX_AUDIT_ID = 2**63 - 1  # the audit table's ids are 64-bit
+MAX_NEXT = 2000  # characters of the `next` path of the login form
+LOCAL_PATH = re.compile(r"/(?!/)[\x21-\x5b\x5d-\x7e]*")  # "/" (not "//"), printable ASCII but space and backslash
+DECODED_LOCAL_PATH = re.compile(r"/(?![/\\])[^\x00-\x1f\x7f\\]*")  # the same, percent-decoded
 
 
 class UiError(Exception):
@@ -58,9 +71,20 @@ def templates() -> jinja2.Environment:
 
 
 def safe_next(target: str | None) -> str:
-    """A local path to return to after logging in (never another site)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/decisions"
+    """Where to go after logging in: `target` if it is a path on this site, else `/`.
+
+    Accepted is only the kind of value `require` puts there: a path that starts with exactly one `/`, in
+    printable ASCII without spaces or backslashes (browsers drop tabs and line breaks and read `\\` as
+    `/`, so `/<TAB>/evil.example` would go to `//evil.example`), and whose percent-decoded forms (once,
+    twice, …) neither start with `//` or `/\\` nor hold a control character or a backslash.
+    """
+    if not target or len(target) > MAX_NEXT or not LOCAL_PATH.fullmatch(target):
+        return "/"
+    decoded, previous = unquote(target), target
+    while decoded != previous:  # each round shortens it: `/%252F%252Fevil.example` takes two
+        if not DECODED_LOCAL_PATH.fullmatch(decoded):
+            return "/"
+        decoded, previous = unquote(decoded), decoded
     return target
 
 
@@ -133,10 +157,12 @@ class Ui:
                                 secure=request.secure)  # fmt: skip
         return response
 
-    def local(self, moment: dt.datetime | None) -> str:
+    def local(self, moment: Moment | None, *, campaign: str | None = None, tenant: str | None = None) -> str:
+        """A time as the pages show it: in its campaign's (or tenant's) zone, with the zone's UTC offset."""
         if moment is None:
             return ""
-        return moment.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+        zones = self.compliance.zones
+        return shown(moment, zones.of_tenant(tenant) if tenant is not None else zones.of_campaign(campaign))
 
     def error_page(self, request: web.Request, status: int, message: str) -> web.Response:
         session = self.signer.read_session(request.cookies.get(SESSION_COOKIE))
@@ -154,7 +180,7 @@ class Ui:
     def require(self, request: web.Request, permission: Permission) -> Session:
         session = self.session(request)
         if session is None:
-            target = request.path_qs if request.method == "GET" else "/decisions"
+            target = request.rel_url.raw_path_qs if request.method == "GET" else "/decisions"
             raise web.HTTPSeeOther(f"/login?{urlencode({'next': target})}")
         if not session.principal.can(permission):
             _ = i18n.translator(self.language(request))
@@ -329,7 +355,7 @@ class Ui:
             raise UiError(400, exc.message) from None
         report = await self.compliance.report(session.principal, "ui", e164)
         return web.Response(
-            text=report.csv(),
+            text=report.csv(self.compliance.zones),
             content_type="text/csv",
             charset="utf-8",
             headers={"Content-Disposition": f'attachment; filename="access-report-{report.number_hash}.csv"'},
@@ -343,11 +369,15 @@ class Ui:
         today = await self._latest_day()
         error = None
         try:
-            end = dt.date.fromisoformat(request.query.get("to") or today.isoformat())
+            end = _day(request.query.get("to") or today.isoformat())
             default_start = end - dt.timedelta(days=SUMMARY_DAYS - 1)
-            start = dt.date.fromisoformat(request.query.get("from") or default_start.isoformat())
+            start = _day(request.query.get("from") or default_start.isoformat())
         except ValueError:
-            error, start, end = _("Dates are written YYYY-MM-DD."), today - dt.timedelta(days=SUMMARY_DAYS - 1), today
+            error = _("Dates are written YYYY-MM-DD, from %(first)s to %(last)s.") % {
+                "first": EARLIEST_YEAR,
+                "last": LATEST_YEAR,
+            }
+            start, end = today - dt.timedelta(days=SUMMARY_DAYS - 1), today
         if end < start or (end - start).days >= MAX_SUMMARY_DAYS:
             error = _("Choose a range of at most a year, from before to.")
             start, end = today - dt.timedelta(days=SUMMARY_DAYS - 1), today
@@ -450,12 +480,20 @@ class Ui:
     async def audit(self, request: web.Request) -> web.Response:
         session = self.require(request, Permission.AUDIT)
         before = request.query.get("before")
-        before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
+        before_id = whole_number("before", before, 1, MAX_AUDIT_ID) if before else None
         async with self.compliance.log.use() as reader:
             entries = await reader.list_audit(limit=PAGE, before_id=before_id)
         older = f"/audit?before={entries[-1].id}" if len(entries) == PAGE else None
         return self.render(request, "audit.html", session, nav="audit", entries=entries, older_url=older,
                            newest_url="/audit" if before_id is not None else None)  # fmt: skip
+
+
+def _day(text: str) -> dt.date:
+    """A date of the summary's range (ValueError if it is not one, or outside the years a filter takes)."""
+    day = dt.date.fromisoformat(text)
+    if not EARLIEST_YEAR <= day.year <= LATEST_YEAR:
+        raise ValueError(f"{day} is out of range")
+    return day
 
 
 @web.middleware

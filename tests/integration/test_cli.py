@@ -127,6 +127,28 @@ def test_human_output(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert out.startswith("BLOCK objection  [+31 6 ****5680, campaign acme-sales, regime nl-2026]")
 
 
+def test_human_output_shows_every_time_in_the_campaigns_zone(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a consent given at 23:32:32 UTC on 30 November: 00:32:32 on 1 December in Amsterdam
+    data = write_csv(tmp_path / "timed.csv", ["acme,0612345678,consent,2026-11-30T23:32:32Z,,form-7"])
+    assert run(capsys, "--config", str(config), "import", str(data), "--replace")[0] == 0
+    for at in ("2026-12-01T10:30", "2026-12-01T09:30Z", "2026-12-01T10:30+01:00"):  # one instant, three spellings
+        code, out, _ = run(capsys, "--config", str(config), "check", "0612345678", "--campaign", "acme-sales",
+                           "--at", at)  # fmt: skip
+        assert code == 0
+        lines = out.splitlines()
+        assert lines[1] == "  call time 2026-12-01 10:30:00 CET (+01:00)", at
+        assert lines[2].startswith(
+            "  Allowed under nl-2026: consent given 2026-12-01 00:32:32 CET (+01:00) (ref form-7); "
+            "Tuesday 2026-12-01 10:30 CET (+01:00) is within the calling hours"
+        ), at
+        assert "+00:00" not in out
+    code, out, _ = run(capsys, "--config", str(config), "check", "0612345678", "--campaign", "nope",
+                       "--at", "2026-12-01T10:30Z")  # fmt: skip
+    assert code == 1 and "  call time 2026-12-01 10:30:00 UTC (+00:00)" in out  # no campaign, no zone: UTC
+
+
 def test_usage_and_configuration_errors_exit_2(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -677,3 +678,11 @@ async def test_the_warning_names_the_database_when_the_database_is_unreachable(
     assert "Redis" not in blamed and settings.index.redacted_url not in blamed
     assert "the records wait in Redis" in waiting
     assert str(shipper.last_error).startswith(where)
+
+
+@pytest.mark.parametrize("log_settings", ["sqlite"], indirect=True)
+async def test_purge_names_its_cutoff_in_the_deployments_zone(log_settings: Settings) -> None:
+    out = io.StringIO()
+    assert await log_purge(log_settings, days=30, out=out, err=io.StringIO()) == 0
+    amsterdam = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (CET \(\+01:00\)|CEST \(\+02:00\))"  # [numbers] default_region NL
+    assert re.fullmatch(rf"purged 0 decision record\(s\) from before {amsterdam} \(30 days kept\)\n", out.getvalue())

@@ -14,10 +14,12 @@ import io
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from gatekeeper.core.model import Reason, Verdict
+from gatekeeper.core.times import Zones
 from gatekeeper.log.query import (
     CSV_COLUMNS,
     DECISION_COLUMNS,
@@ -393,7 +395,12 @@ async def test_csv_export_streams_every_matching_record(store: LogStore) -> None
     first = dict(zip(CSV_COLUMNS, rows[1], strict=True))
     assert first["number_masked"] == "'+31 6 ****5678"  # never read as a formula
     assert first["would_block"] == "false" and first["basis_reference"] == "" and first["campaign"] == "acme-sales"
-    assert first["at"] == format_time(T0 + dt.timedelta(seconds=n - 1))  # newest first
+    assert first["at"] == "2026-03-01T09:16:46+00:00"  # newest first (T0 + n - 1 s); without zones in UTC
+    zones = Zones({}, ZoneInfo("Europe/Amsterdam"))
+    donors = [chunk async for chunk in store.export_csv(DecisionFilter(campaign="donors"), zones=zones)]
+    [local] = csv.DictReader(io.StringIO("".join(donors)))
+    assert local["at"] == "2026-03-01T10:00:00+01:00"  # T0 as people in Amsterdam read it
+    assert dt.datetime.fromisoformat(local["shipped_at"]).utcoffset() == dt.timedelta(hours=1)
     empty = [chunk async for chunk in store.export_csv(DecisionFilter(campaign="none"))]
     assert list(csv.reader(io.StringIO("".join(empty)))) == [list(CSV_COLUMNS)]
 

@@ -369,6 +369,7 @@ async def test_the_access_report_lists_facts_per_tenant_and_every_decision(web: 
 # -- bad input ---------------------------------------------------------------------------------------------
 
 BIG = "x" * (64 * 1024 + 1)
+HUGE = "9" * 5000  # digits: more than Python's int() converts (4,300)
 BAD: list[tuple[str, str, Any, int, str, str | None]] = [
     # path, description, body (dict: JSON; str/bytes: raw), status, error, field
     ("/objections", "invalid number", {"tenant": "acme", "number": "12"}, 400, "invalid-field", "number"),
@@ -410,6 +411,28 @@ BAD: list[tuple[str, str, Any, int, str, str | None]] = [
     ("/check", "unknown field", check_body(dry_run=True), 400, "invalid-field", "dry_run"),
     ("/check", "malformed JSON", "{number: 0612345678}", 400, "invalid-json", None),
     ("/check", "oversized body", BIG, 413, "body-too-large", None),
+    # numbers Python's int() or float() would refuse or overflow on: a 400, never a 500
+    ("/check", "5,000-digit integer", f'{{"number": "{NUMBER}", "campaign": "acme-sales", "presentation": {HUGE}}}',
+     400, "invalid-json", None),
+    ("/check", "negative 5,000-digit integer", f'{{"number": "{NUMBER}", "campaign": "acme-sales", '
+     f'"presentation": -{HUGE}}}', 400, "invalid-json", None),
+    ("/check", "NaN", f'{{"number": "{NUMBER}", "campaign": "acme-sales", "presentation": NaN}}', 400,
+     "invalid-json", None),
+    ("/check", "-Infinity", f'{{"number": "{NUMBER}", "campaign": "acme-sales", "presentation": -Infinity}}', 400,
+     "invalid-json", None),
+    ("/check", "number out of range", f'{{"number": "{NUMBER}", "campaign": "acme-sales", "presentation": 1e400}}',
+     400, "invalid-json", None),
+    ("/check", "nested too deeply", "[" * 60_000, 400, "invalid-json", None),
+    ("/consents", "5,000-digit integer", f'{{"tenant": "acme", "number": {HUGE}, "kind": "consent", '
+     '"start": "2024-01-01"}', 400, "invalid-json", None),
+    ("/objections", "5,000-digit integer", f'{{"tenant": "acme", "number": "{NUMBER}", "reference": {HUGE}}}', 400,
+     "invalid-json", None),
+    ("/erasures", "5,000-digit integer in an unknown field", f'{{"number": "{NUMBER}", "n": {HUGE}}}', 400,
+     "invalid-json", None),
+    ("/consents", "end in the year 9999", {"tenant": "acme", "number": NUMBER, "kind": "consent",
+                                           "start": "2024-01-01", "end": "9999-12-31"}, 400, "invalid-field", "end"),
+    ("/consents", "start in the year 1", {"tenant": "acme", "number": NUMBER, "kind": "consent",
+                                          "start": "0001-01-01", "end": "2030-12-31"}, 400, "invalid-field", "start"),
 ]  # fmt: skip
 
 
@@ -442,6 +465,11 @@ BAD_QUERIES = [
     ("limit=0", "limit"),
     ("limit=501", "limit"),
     ("limit=ten", "limit"),
+    ("limit=%C2%B2", "limit"),  # "²": str.isdigit() says yes, int() says no
+    ("limit=%D9%A3", "limit"),  # "٣", an Arabic-Indic 3
+    ("limit=-1", "limit"),
+    ("from=9999-12-31", "from"),
+    ("to=0001-01-01T00:00:00Z", "to"),
     ("cursor=not-a-cursor", "cursor"),
     ("number=12", "number"),
 ]
@@ -456,6 +484,15 @@ async def test_bad_filters_name_the_parameter(unchanged: WebService, query: str,
             continue
         status, error, _ = await web.request("GET", f"{PREFIX}{path}?{query}")
         assert (status, error["error"], error["field"]) == (400, "invalid-field", field), (path, error)
+
+
+@SHARED
+async def test_an_oversized_integer_is_named_in_the_error(unchanged: WebService) -> None:
+    for path in ("/check", "/consents", "/objections", "/erasures"):
+        status, error, _ = await unchanged.request(
+            "POST", PREFIX + path, data=f'{{"number": {HUGE}}}', headers={"Content-Type": "application/json"}
+        )
+        assert (status, error["message"]) == (400, "the body holds an integer of 5,000 digits (at most 20)"), path
 
 
 async def test_bad_report_requests(web: WebService) -> None:

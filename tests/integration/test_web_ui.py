@@ -5,11 +5,14 @@ The browser walk-through is `tests/ui/test_ui.py`; these are the rules a browser
 
 from __future__ import annotations
 
+import csv
+import html
+import io
 import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 import pytest
@@ -31,7 +34,6 @@ from gatekeeper.web.auth import (
 )
 from gatekeeper.web.charts import stacked_bars
 from gatekeeper.web.i18n import NL, choose
-from gatekeeper.web.ui import safe_next
 from tests.web_helpers import POOL, TOKENS, WebService, backend_dsn, start_web, web_settings
 
 pytestmark = pytest.mark.integration
@@ -119,10 +121,40 @@ async def test_login_needs_the_form_token_and_a_valid_api_token(browser: Browser
     status, text, _ = await browser.post("/login", {"token": "wrong"})
     assert status == 401 and "not valid" in text and browser.cookie("gk_session") is None
     status, _, response = await browser.post("/login", {"token": TOKENS["viewer"], "next": "//evil.example/x"})
-    assert (status, response.headers["Location"]) == (303, "/decisions")  # never off to another site
+    assert (status, response.headers["Location"]) == (303, "/")  # never off to another site
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and f"Max-Age={SESSION_SECONDS}" in cookie
     assert TOKENS["viewer"] not in cookie
+
+
+# `next` values that must not take a freshly logged-in user to another site (browsers drop tabs and line
+# breaks from a URL and read a backslash as a slash), or anywhere but a plain path of this one
+OPEN_REDIRECTS = [
+    "/\t/evil.example", "/\n/evil.example", "/\r\n/evil.example", "/\r/evil.example", "\t//evil.example",
+    "//evil.example", "///evil.example", "/\\evil.example", "\\\\evil.example", "/\\/evil.example", "\\/evil.example",
+    "https://evil.example", "http:evil.example", "HTTPS://evil.example/decisions", "javascript:alert(1)",
+    "data:text/html,<script>alert(1)</script>", "evil.example", " /decisions", "/ /evil.example",
+    "/%2F/evil.example", "/%2f%2fevil.example", "/%5Cevil.example", "/%09/evil.example", "/%0D%0A/evil.example",
+    "%2F%2Fevil.example", "/%252F%252Fevil.example", "/\u3000/evil.example",
+    "/\uff0fevil.example", "/decisions\r\nSet-Cookie: gk_session=x", "/x\x00", "/" + "a" * 5000,
+]  # fmt: skip
+SAME_SITE = ["/", "/decisions", "/decisions?verdict=block&nh=0123", "/decisions/06H00000", "/summary?to=2026-01-01"]
+
+
+async def test_login_returns_only_to_a_path_of_this_site(web: WebService) -> None:
+    for target in OPEN_REDIRECTS + SAME_SITE:
+        expected = target if target in SAME_SITE else "/"
+        browser = Browser(web.base_url)
+        try:
+            status, text, _ = await browser.get(f"/login?{urlencode({'next': target})}")
+            shown = html.unescape(re.search(r'name="next" value="([^"]*)"', text).group(1))  # type: ignore[union-attr]
+            assert (status, shown) == (200, expected), repr(target)
+            for posted in (target, shown):  # what an attacker posts, and what the form carries
+                status, _, response = await browser.post("/login", {"token": TOKENS["viewer"], "next": posted})
+                assert (status, response.headers["Location"]) == (303, expected), repr(posted)
+                await browser.get("/login")  # a fresh login form
+        finally:
+            await browser.close()
 
 
 async def test_forms_without_the_sessions_csrf_token_change_nothing(browser: Browser, web: WebService) -> None:
@@ -184,6 +216,22 @@ async def test_roles_limit_the_pages(browser: Browser, web: WebService) -> None:
         await compliance.close()
 
 
+async def test_odd_numbers_and_dates_in_page_queries_are_a_400(browser: Browser) -> None:
+    await log_in(browser, TOKENS["admin"])
+    for path, field in (
+        ("/audit?before=%C2%B2", "before"),  # "²": str.isdigit() says yes, int() says no
+        ("/audit?before=" + "9" * 5000, "before"),
+        ("/audit?before=-3", "before"),
+        ("/decisions?from=9999-12-31", "from"),
+        ("/decisions?to=0001-01-01T00:00:00%2B14:00", "to"),
+        ("/summary?to=9999-12-31", "YYYY-MM-DD"),
+        ("/summary?from=0001-01-01&to=0001-01-02", "YYYY-MM-DD"),
+    ):
+        status, text, response = await browser.get(path)
+        assert (status, response.content_type) == (400, "text/html") and field in text, path
+    assert (await browser.get("/audit?before=12"))[0] == 200
+
+
 async def test_a_typed_number_becomes_a_hash_in_the_url(browser: Browser, web: WebService) -> None:
     await log_in(browser, TOKENS["viewer"])
     status, _, response = await browser.post("/decisions", {"number": "+31 6 12345678", "verdict": "allow"})
@@ -241,6 +289,48 @@ async def test_the_number_look_up_and_its_csv_report(browser: Browser, web: WebS
     assert [e.action for e in await web.audit()] == ["access-report", "number-lookup"]
 
 
+# The issue's example: a consent given at 23:32:32 UTC, which is 00:32:32 the next day in Amsterdam (CET)
+CONSENT_START, CONSENT_SHOWN = "2026-12-02T23:32:32Z", "2026-12-03 00:32:32 CET (+01:00)"
+CONSENT_ISO = "2026-12-03T00:32:32+01:00"  # in CSV files
+CALL_AT, CALL_SHOWN, CALL_ISO = "2027-01-05T09:30:00Z", "2027-01-05 10:30:00 CET (+01:00)", "2027-01-05T10:30:00+01:00"
+LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (CET \(\+01:00\)|CEST \(\+02:00\))")  # Europe/Amsterdam
+
+
+async def test_every_time_is_shown_in_the_campaigns_zone_with_its_offset(browser: Browser, web: WebService) -> None:
+    consent = {"tenant": "acme", "number": FRESH, "kind": "consent", "start": CONSENT_START, "reference": "web"}
+    assert (await web.request("POST", f"{PREFIX}/consents", body=consent))[0] == 200
+    status, decided, _ = await web.request("POST", f"{PREFIX}/check", body={
+        "number": FRESH, "campaign": "acme-sales", "caller_id": POOL, "presentation": 0, "at": CALL_AT})  # fmt: skip
+    assert (status, decided["reason"]) == (200, "consent")
+    assert decided["explanation"].startswith(f"Allowed under nl-2026: consent given {CONSENT_SHOWN} (ref web); "
+                                             "Tuesday 2027-01-05 10:30 CET (+01:00) is within")  # fmt: skip
+    await web.sync()
+    await log_in(browser, TOKENS["admin"])
+    pages = {
+        "log": (await browser.get("/decisions"))[1],
+        "detail": (await browser.get(f"/decisions/{decided['decision_id']}"))[1],
+        "look-up": (await browser.post("/numbers", {"number": FRESH}))[1],
+        "audit": (await browser.get("/audit"))[1],
+    }
+    for name in ("log", "detail", "look-up"):
+        assert CALL_SHOWN in pages[name], name
+    assert CONSENT_SHOWN in pages["detail"]  # the explanation
+    assert pages["look-up"].count(CONSENT_SHOWN) == 2  # the fact, and the decision's explanation
+    assert LOCAL_TIME.search(pages["audit"])  # the audit entries: now, in the deployment's zone
+    for name, text in pages.items():
+        assert "+00:00" not in text and "UTC" not in text.replace("offset from UTC", ""), name
+    async with browser.http.get(f"{web.base_url}/export.csv") as response:
+        exported = list(csv.DictReader(io.StringIO(await response.text())))
+    assert [r["at"] for r in exported if r["decision_id"] == decided["decision_id"]] == [CALL_ISO]
+    assert all(r["shipped_at"].endswith(("+01:00", "+02:00")) for r in exported)
+    form = {"csrf": browser.csrf, "number": FRESH}
+    async with browser.http.post(f"{web.base_url}/numbers/report.csv", data=form) as response:
+        report = list(csv.DictReader(io.StringIO(await response.text())))
+    assert [(r["record"], r["start"] or r["at"]) for r in report] == [("fact", CONSENT_ISO), ("decision", CALL_ISO)]
+    _, api, _ = await web.request("GET", f"{PREFIX}/decisions/{decided['decision_id']}")
+    assert api["at"] == "2027-01-05T09:30:00.000000Z"  # the JSON API stays in UTC
+
+
 async def test_pages_carry_security_headers_and_the_stylesheet_is_served(browser: Browser) -> None:
     for path in ("/login", "/static/style.css"):
         status, _, response = await browser.get(path)
@@ -287,5 +377,3 @@ def test_tokens_helpers(settings: Settings) -> None:
     assert bearer_token("Basic abc") is None and bearer_token("Bearer") is None and bearer_token(None) is None
     with pytest.raises(ValueError):
         new_token("bad name!")
-    assert safe_next("/decisions?x=1") == "/decisions?x=1"
-    assert safe_next("https://evil.example") == safe_next("//evil") == safe_next("/\\evil") == "/decisions"

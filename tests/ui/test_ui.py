@@ -149,6 +149,8 @@ async def test_a_compliance_officer_works_through_the_ui(page: Page, web: WebSer
     await expect(facts).to_contain_text("fastagi")
     await expect(facts).to_contain_text("+31 6 ****5678")
     await expect(page.locator("p.explanation")).to_contain_text("consent given 2020-01-01")
+    amsterdam = re.compile(r"\d\d:\d\d:\d\d (CET \(\+01:00\)|CEST \(\+02:00\))")  # the campaign's zone and offset
+    await expect(facts.locator("dd").first).to_have_text(amsterdam)
 
     # look a number up: its facts for every tenant and its decisions
     await page.get_by_role("link", name="Number look-up").click()
@@ -214,3 +216,15 @@ async def test_a_viewer_sees_the_log_but_cannot_change_anything(page: Page, web:
     await expect(page).to_have_url(f"{web.base_url}/login")
     await page.goto(f"{web.base_url}/decisions")
     await expect(page).to_have_url(f"{web.base_url}/login?next=/decisions")
+
+
+async def test_a_crafted_login_link_never_leads_to_another_site(page: Page, web: WebService) -> None:
+    # `next` as an attacker would write it in a link; a browser drops the tab or line break, or reads `\` as `/`
+    attacks = ("%2F%09%2Fevil.example", "%2F%0A%2Fevil.example", "%2F%0D%0A%2Fevil.example", "%2F%5Cevil.example",
+               "%5C%5Cevil.example", "%2F%2Fevil.example", "https%3A%2F%2Fevil.example")  # fmt: skip
+    for target in attacks:
+        await page.context.clear_cookies()
+        await page.goto(f"{web.base_url}/login?next={target}")
+        await page.get_by_label("Token").fill(TOKENS["viewer"])
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page).to_have_url(f"{web.base_url}/decisions")  # `/`, which shows the log

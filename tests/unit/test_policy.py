@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import replace
 
 import pytest
@@ -428,3 +429,40 @@ def test_add_years() -> None:
     assert add_years(d(2024, 2, 29), 3) == d(2027, 2, 28)
     assert add_years(d(2024, 2, 29), 4) == d(2028, 2, 29)
     assert add_years(d(2023, 12, 1), 3) == d(2026, 12, 1)
+
+
+# -- explanations: every time in the campaign's zone, with its offset -------------------------------------
+
+UTC = dt.UTC
+UTC_EVENING = dt.datetime(2026, 11, 30, 23, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("facts", "when", "expected"),
+    [
+        # consent given at 23:32:32 UTC on 2 December = 00:32:32 on 3 December in Amsterdam (CET, +01:00)
+        (Facts(consents=(Consent(dt.datetime(2026, 12, 2, 23, 32, 32, tzinfo=UTC), None, "web"),)), "2026-12-03T10:30",
+         "consent given 2026-12-03 00:32:32 CET (+01:00) (ref web)"),
+        (Facts(consents=(Consent(dt.datetime(2026, 12, 2, 8, 0, tzinfo=UTC),
+                                 dt.datetime(2027, 7, 1, 9, 15, tzinfo=UTC)),)), "2026-12-03T10:30",
+         "consent given 2026-12-02 09:00:00 CET (+01:00) until 2027-07-01 11:15:00 CEST (+02:00)"),
+        (Facts(relationships=(Relationship(d(2019, 1, 1), dt.datetime(2023, 6, 30, 22, 0, tzinfo=UTC)),)), WEEKDAY,
+         "the customer relationship ended 2023-07-01 00:00:00 CEST (+02:00) (former-customer window ended 2026-07-01)"),
+        (Facts(suppressions=(Suppression(dt.datetime(2026, 3, 29, 1, 0, tzinfo=UTC), "erasure"),)), WEEKDAY,
+         "suppression list since 2026-03-29 03:00:00 CEST (+02:00) (ref erasure)"),
+        # an objection at 23:05 UTC on 30 November is dated 1 December in Amsterdam; days stay dates
+        (Facts(consents=(Consent(d(2025, 1, 1)),), objections=(Objection(UTC_EVENING),)), WEEKDAY,
+         "objection dated 2026-12-01; it overrides the consent of 2025-01-01"),
+    ],
+)  # fmt: skip
+def test_explanations_show_fact_times_in_the_campaigns_zone(facts: Facts, when: str, expected: str) -> None:
+    decision = run(facts, when=when)
+    assert expected in decision.explanation, decision.explanation
+    assert "+00:00" not in decision.explanation and not re.search(r"\dT\d", decision.explanation)
+
+
+def test_explanations_show_the_call_time_with_its_offset() -> None:
+    summer = run(CONSENT, when="2026-07-01T10:30")  # a Wednesday
+    assert "Wednesday 2026-07-01 10:30 CEST (+02:00) is within the calling hours" in summer.explanation
+    night = run(CONSENT, when="2026-12-01T23:15")
+    assert "Tuesday 2026-12-01 23:15 CET (+01:00) is outside the calling hours" in night.explanation
