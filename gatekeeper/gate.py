@@ -25,6 +25,14 @@ from gatekeeper.index.store import ConsentIndex, Lookup, is_unavailable
 
 log = logging.getLogger(__name__)
 
+Clock = Callable[[], dt.datetime]
+
+
+def wall_clock() -> dt.datetime:
+    """The real time (UTC): production's clock. Tests pass a pinned one."""
+    return dt.datetime.now(dt.UTC)
+
+
 # RFC 4648 base32 to Crockford's alphabet (no I, L, O, U): ids sort like the times they start with.
 _CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
@@ -118,7 +126,7 @@ class Gate:
         index: ConsentIndex,
         *,
         budget: float | None = None,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Clock = wall_clock,
     ) -> None:
         self.settings = settings
         self.index = index

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from gatekeeper.ari.app import AriApplication
 from gatekeeper.config import Settings
 from gatekeeper.fastagi.server import FastAgiServer
+from gatekeeper.gate import Clock, wall_clock
 from gatekeeper.log import LogStore, Outbox, Shipper
 from gatekeeper.logs import DecisionLogger
 from gatekeeper.service import Service
@@ -18,8 +19,9 @@ from gatekeeper.web import setup_web
 log = logging.getLogger(__name__)
 
 
-def build(settings: Settings, *, registry: CollectorRegistry | None = None) -> Service:
-    service = Service(settings, registry=registry)
+def build(settings: Settings, *, registry: CollectorRegistry | None = None, clock: Clock = wall_clock) -> Service:
+    """The service of `settings`; `clock` gives the time of calls that carry none (the real time; the demo's own)."""
+    service = Service(settings, registry=registry, clock=clock)
     service.gate.listeners.append(DecisionLogger())
     # The decision log: the gate appends every decision to the outbox (a Redis stream, or the local spool
     # while Redis is down); the shipper moves the records into SQL. The outbox starts before the adapters

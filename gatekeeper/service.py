@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from gatekeeper.config import Settings
-from gatekeeper.gate import Gate
+from gatekeeper.gate import Clock, Gate, wall_clock
 from gatekeeper.index.store import ConsentIndex, is_unavailable
 from gatekeeper.logs import LogCounter
 from gatekeeper.metrics import Metrics
@@ -49,11 +49,13 @@ ReadinessCheck = Callable[[], Awaitable[Check]]
 
 
 class Service:
-    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, registry: CollectorRegistry | None = None, clock: Clock = wall_clock
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics(settings, registry)
         self.index = ConsentIndex.from_settings(settings.index)
-        self.gate = Gate(settings, self.index)
+        self.gate = Gate(settings, self.index, clock=clock)
         self.gate.listeners.append(self.metrics.observe)
         self.components: list[Component] = []
         self.checks: dict[str, ReadinessCheck] = {"redis": self._check_redis, "index": self._check_index}
