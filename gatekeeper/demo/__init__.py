@@ -33,7 +33,7 @@ from types import TracebackType
 
 import redis.asyncio
 
-from gatekeeper.config import Settings, load
+from gatekeeper.config import Settings, load, redact_url
 from gatekeeper.core.calendar import CallingHours
 from gatekeeper.core.numbers import normalise
 from gatekeeper.core.policy import zone
@@ -236,10 +236,11 @@ def _redis(stack: AsyncExitStack, url: str | None) -> str:
         return private.url
     shared = os.environ.get("GATEKEEPER_REDIS_URL", "redis://127.0.0.1:6379/0")
     if redis_reachable(shared):
-        print(f"redis-server is not installed: using the Redis at {shared}")
+        print(f"redis-server is not installed: using the Redis at {redact_url(shared)}")
         return shared
     raise DemoError(
-        f"the demo needs Redis: install redis-server (`make run` does), or start one at {shared}, or pass --redis-url"
+        f"the demo needs Redis: install redis-server (`make run` does), or start one at {redact_url(shared)}, "
+        "or pass --redis-url"
     )
 
 
@@ -265,7 +266,7 @@ async def _clean_up(url: str, prefix: str) -> None:
     try:
         removed = await remove_keys(url, prefix)
     except Exception as exc:  # the demo is ending anyway: say what is left, keep the original outcome
-        sys.stderr.write(f"gatekeeper demo: could not remove the keys '{prefix}:*' from {url}: {exc}\n")
+        sys.stderr.write(f"gatekeeper demo: could not remove the keys '{prefix}:*' from {redact_url(url)}: {exc}\n")
         return
     print(f"removed the demo's {removed:,} Redis keys ('{prefix}:*')")
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -135,10 +135,36 @@ class DemoProcess:
         out, err = self.process.communicate(timeout=TIMEOUT)
         return self.process.returncode, "".join(self.lines) + out, err
 
+    def finish(self) -> None:
+        """End the demo if a failed test left it running: SIGTERM (it then cleans up), else SIGKILL."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.communicate(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.communicate()
+
+
+@pytest.fixture
+def start_demo() -> Iterator[Callable[..., DemoProcess]]:
+    """Start `gatekeeper demo ARGS...` subprocesses; none outlives the test."""
+    started: list[DemoProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> DemoProcess:
+        started.append(DemoProcess(*args, env=env))
+        return started[-1]
+
+    yield start
+    for demo in started:
+        demo.finish()
+
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_serving_demo_stopped_by_a_signal_leaves_no_keys(own_redis: PrivateRedis, tmp_path: Path, sig: int) -> None:
-    demo = DemoProcess("--redis-url", own_redis.url, "--workdir", str(tmp_path))
+def test_a_serving_demo_stopped_by_a_signal_leaves_no_keys(
+    start_demo: Callable[..., DemoProcess], own_redis: PrivateRedis, tmp_path: Path, sig: int
+) -> None:
+    demo = start_demo("--redis-url", own_redis.url, "--workdir", str(tmp_path))
     demo.wait_for("Press Ctrl-C to stop")
     assert key_count(own_redis.url) > 4000  # the sample data: 10 records, 4,096 generation pointers
     status, out, err = demo.stop(signal.Signals(sig))
@@ -147,8 +173,10 @@ def test_a_serving_demo_stopped_by_a_signal_leaves_no_keys(own_redis: PrivateRed
     assert key_count(own_redis.url) == 0
 
 
-def test_a_demo_interrupted_half_way_leaves_no_keys(own_redis: PrivateRedis, tmp_path: Path) -> None:
-    demo = DemoProcess("--redis-url", own_redis.url, "--workdir", str(tmp_path), "--once")
+def test_a_demo_interrupted_half_way_leaves_no_keys(
+    start_demo: Callable[..., DemoProcess], own_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    demo = start_demo("--redis-url", own_redis.url, "--workdir", str(tmp_path), "--once")
     demo.wait_for("1. The rule book")  # the sample data is loaded; the calls are still to come
     status, out, err = demo.stop(signal.SIGINT)
     assert status == 128 + signal.SIGINT, out + err
@@ -157,8 +185,8 @@ def test_a_demo_interrupted_half_way_leaves_no_keys(own_redis: PrivateRedis, tmp
     assert key_count(own_redis.url) == 0
 
 
-def test_the_demo_stops_its_private_redis_server(tmp_path: Path) -> None:
-    demo = DemoProcess("--workdir", str(tmp_path))
+def test_the_demo_stops_its_private_redis_server(start_demo: Callable[..., DemoProcess], tmp_path: Path) -> None:
+    demo = start_demo("--workdir", str(tmp_path))
     line = demo.wait_for("started a private redis-server at ")
     url = line.partition(" at ")[2].split()[0]
     demo.wait_for("Press Ctrl-C to stop")
@@ -169,20 +197,22 @@ def test_the_demo_stops_its_private_redis_server(tmp_path: Path) -> None:
 
 
 def test_without_redis_server_the_demo_uses_a_reachable_redis_and_cleans_it(
-    own_redis: PrivateRedis, tmp_path: Path
+    start_demo: Callable[..., DemoProcess], tmp_path: Path
 ) -> None:
-    no_redis_server = {"PATH": str(tmp_path / "bin"), "GATEKEEPER_REDIS_URL": own_redis.url}
-    demo = DemoProcess("--workdir", str(tmp_path), "--once", env=no_redis_server)
-    demo.wait_for(f"redis-server is not installed: using the Redis at {own_redis.url}")
-    out, err = demo.process.communicate(timeout=TIMEOUT)
-    assert demo.process.returncode == 0, err
-    assert "BLOCK objection" in out
-    assert key_count(own_redis.url) == 0
+    with PrivateRedis(password="demo-secret-4711") as shared:
+        no_redis_server = {"PATH": str(tmp_path / "bin"), "GATEKEEPER_REDIS_URL": shared.url}
+        demo = start_demo("--workdir", str(tmp_path), "--once", env=no_redis_server)
+        demo.wait_for(f"redis-server is not installed: using the Redis at redis://:***@127.0.0.1:{shared.port}/0")
+        out, err = demo.process.communicate(timeout=TIMEOUT)
+        assert demo.process.returncode == 0, err
+        assert "BLOCK objection" in out
+        assert "demo-secret-4711" not in "".join(demo.lines) + out + err
+        assert key_count(shared.url) == 0
 
 
-def test_without_any_redis_the_demo_says_what_it_needs(tmp_path: Path) -> None:
+def test_without_any_redis_the_demo_says_what_it_needs(start_demo: Callable[..., DemoProcess], tmp_path: Path) -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
-    demo = DemoProcess("--workdir", str(tmp_path), env={"PATH": str(tmp_path / "bin"), "GATEKEEPER_REDIS_URL": nowhere})
+    demo = start_demo("--workdir", str(tmp_path), env={"PATH": str(tmp_path / "bin"), "GATEKEEPER_REDIS_URL": nowhere})
     _, err = demo.process.communicate(timeout=TIMEOUT)
     assert demo.process.returncode == 2
     assert err == (
