@@ -3,18 +3,28 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.run-installed
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit integration bench system-deps test-deps clean
 
-$(STAMP): pyproject.toml
+# The virtual environment, with a current pip.
+$(BIN)/python:
 	@if ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
 		echo "gatekeeper needs Python 3.11 or newer (found: $(PYTHON))"; exit 1; fi
-	@if [ ! -x $(BIN)/python ]; then \
-		$(PYTHON) -m venv $(VENV) || { scripts/system-deps.sh python3-venv && $(PYTHON) -m venv $(VENV); }; fi
+	$(PYTHON) -m venv $(VENV) || { scripts/system-deps.sh python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
+
+# What `make run` needs: gatekeeper, its runtime dependencies and the `fast` extra (uvloop).
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[fast]'
+	@touch $@
+
+# What `make test` needs on top: the `dev` extra (pytest, mypy, ruff, Playwright, Schemathesis, ...).
+# pip installs only what is missing; both stamps are redone when pyproject.toml changes.
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@touch $@
 
 # What `make run` needs, and what the tests need on top (real services, a real browser).
 RUN_DEPS := redis-server
@@ -26,7 +36,7 @@ system-deps:
 test-deps:
 	@scripts/system-deps.sh $(TEST_DEPS)
 
-run: $(STAMP) system-deps
+run: $(RUN_STAMP) system-deps
 	$(BIN)/gatekeeper demo
 
 lint: $(STAMP)
@@ -49,4 +59,4 @@ bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis .demo

@@ -33,7 +33,7 @@ from gatekeeper.core.model import Decision, NumberKind
 from gatekeeper.core.numbers import normalise
 from gatekeeper.core.policy import zone
 from gatekeeper.core.times import UTC, shown
-from gatekeeper.demo import run_demo
+from gatekeeper.demo import DemoError, run_demo
 from gatekeeper.gate import CallRequest, EvidenceError, Gate
 from gatekeeper.index.loader import ImportRefused, ImportReport, Loader
 from gatekeeper.index.rows import ImportFileError, count_lines, detect_delimiter
@@ -120,8 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=[r.value for r in Role], help="what the token may do")
     create.add_argument("--name", metavar="N", help="its name in the audit trail (default: ROLE-<6 hex digits>)")
 
-    demo = sub.add_parser("demo", help="run the out-of-the-box demo (private Redis if none is reachable)")
-    demo.add_argument("--redis-url", default=None, help="use this Redis instead of probing 127.0.0.1:6379")
+    demo = sub.add_parser("demo", help="run the out-of-the-box demo (on a private redis-server, keeping nothing)")
+    demo.add_argument("--redis-url", default=None, help="use this Redis (the demo removes its keys when it ends)")
     demo.add_argument("--once", action="store_true", help="show the decisions and exit instead of serving")
     demo.add_argument("--workdir", default=".demo", help="where the demo writes its configuration (default .demo)")
     return p
@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve(settings)
         return asyncio.run(COMMANDS[args.command](settings, args))
-    except (ConfigError, UsageError, ImportFileError, ImportRefused) as exc:
+    except (ConfigError, UsageError, ImportFileError, ImportRefused, DemoError) as exc:
         sys.stderr.write(f"gatekeeper: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
