@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench system-deps test-deps clean
+.PHONY: run test test-any-hour lint typecheck unit integration bench system-deps test-deps clean
 
 # The virtual environment, with a current pip.
 $(BIN)/python:
@@ -54,6 +54,12 @@ integration: $(STAMP) test-deps
 
 test: $(STAMP) test-deps lint typecheck
 	$(BIN)/pytest -q
+
+# The suite again with the clock of every Python process moved to a Sunday night and to Christmas
+# afternoon (scripts/at-time): no test may depend on when it runs. CI runs this after `make test`.
+test-any-hour: $(STAMP) test-deps
+	scripts/at-time '2026-12-06 03:00 Europe/Amsterdam' $(BIN)/pytest -q -p no:cacheprovider
+	scripts/at-time '2026-12-25 14:00 Europe/Amsterdam' $(BIN)/pytest -q -p no:cacheprovider
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench

@@ -122,7 +122,7 @@ class Done:
     """The outcome of a change, as the API returns it (numbers masked)."""
 
     action: str
-    number: str  # masked
+    number_masked: str
     number_hash: str
     at: dt.datetime
     details: Mapping[str, Any]
@@ -130,7 +130,7 @@ class Done:
     def to_json(self) -> dict[str, Any]:
         return {
             "action": self.action,
-            "number": self.number,
+            "number_masked": self.number_masked,
             "number_hash": self.number_hash,
             "at": format_time(self.at),
             **self.details,
@@ -187,7 +187,7 @@ def _cell(value: Any) -> str:
 class Report:
     """GDPR art. 15: what gatekeeper holds about one number (facts per tenant, suppressions, decisions)."""
 
-    number: str  # masked
+    number_masked: str
     number_hash: str
     generated_at: dt.datetime
     tenants: tuple[TenantFacts, ...]
@@ -196,7 +196,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "number": self.number,
+            "number_masked": self.number_masked,
             "number_hash": self.number_hash,
             "generated_at": format_time(self.generated_at),
             "tenants": [t.to_json() for t in self.tenants],
@@ -227,7 +227,7 @@ class Report:
                 {"record": "decision", **{c: data.get(c) for c in REPORT_CSV_COLUMNS[6:]}, "tenant": d.record.tenant}
             )
         for row in out:
-            row.setdefault("number_masked", self.number)
+            row.setdefault("number_masked", self.number_masked)
             row.setdefault("number_hash", self.number_hash)
         return out
 

@@ -177,11 +177,11 @@ def _schemas() -> dict[str, Schema]:
         },
         "ConsentResult": {
             "type": "object",
-            "required": ["action", "number", "number_hash", "at", "tenant", "kind", "created", "added", "suppressed"],
+            "required": ["action", "number_masked", "number_hash", "at", "tenant", "kind", "created", "added", "suppressed"],
             "additionalProperties": False,
             "properties": {
                 "action": {"const": "consent-upsert"},
-                "number": MASKED,
+                "number_masked": MASKED,
                 "number_hash": HASH,
                 "at": TIME,
                 "tenant": {"type": "string"},
@@ -205,11 +205,11 @@ def _schemas() -> dict[str, Schema]:
         },
         "ObjectionResult": {
             "type": "object",
-            "required": ["action", "number", "number_hash", "at", "tenant"],
+            "required": ["action", "number_masked", "number_hash", "at", "tenant"],
             "additionalProperties": False,
             "properties": {
                 "action": {"const": "objection"},
-                "number": MASKED,
+                "number_masked": MASKED,
                 "number_hash": HASH,
                 "at": TIME,
                 "tenant": {"type": "string"},
@@ -223,11 +223,11 @@ def _schemas() -> dict[str, Schema]:
         },
         "ErasureResult": {
             "type": "object",
-            "required": ["action", "number", "number_hash", "at", "removed"],
+            "required": ["action", "number_masked", "number_hash", "at", "removed"],
             "additionalProperties": False,
             "properties": {
                 "action": {"const": "erasure"},
-                "number": MASKED,
+                "number_masked": MASKED,
                 "number_hash": HASH,
                 "at": TIME,
                 "removed": {"type": "integer", "description": "Records removed from the index."},
@@ -236,10 +236,10 @@ def _schemas() -> dict[str, Schema]:
         "Report": {
             "type": "object",
             "description": "GDPR art. 15: every fact the index holds for the number, per tenant, and its decisions.",
-            "required": ["number", "number_hash", "generated_at", "tenants", "suppressions", "decisions"],
+            "required": ["number_masked", "number_hash", "generated_at", "tenants", "suppressions", "decisions"],
             "additionalProperties": False,
             "properties": {
-                "number": MASKED,
+                "number_masked": MASKED,
                 "number_hash": HASH,
                 "generated_at": TIME,
                 "tenants": {

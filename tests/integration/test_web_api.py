@@ -305,7 +305,7 @@ async def test_a_consent_upserted_through_the_api_allows_the_next_call(web: WebS
     assert status == 200, done
     assert done["action"] == "consent-upsert" and done["tenant"] == "acme" and done["kind"] == "consent"
     assert (done["created"], done["added"], done["suppressed"]) == (True, 1, False)
-    assert done["number"] == "+31 6 ****5699"
+    assert done["number_masked"] == "+31 6 ****5699"
     allowed = await check(web, FRESH)
     assert (allowed["verdict"], allowed["reason"], allowed["basis_reference"]) == ("allow", "consent", "web-7")
     status, again, _ = await web.request("POST", f"{PREFIX}/consents", body=body)
@@ -322,7 +322,7 @@ async def test_an_objection_registered_through_the_api_blocks_the_very_next_fast
         body={"tenant": "acme", "number": "+31 6 12345678", "reference": "letter 2026-11"},
     )  # fmt: skip
     assert status == 200, done
-    assert (done["action"], done["tenant"], done["number"]) == ("objection", "acme", "+31 6 ****5678")
+    assert (done["action"], done["tenant"], done["number_masked"]) == ("objection", "acme", "+31 6 ****5678")
     assert await fastagi_call(web) == ("BLOCK", "objection")
     other = await check(web, campaign="donors")  # objections are per tenant
     assert other["reason"] != "objection"
@@ -333,7 +333,7 @@ async def test_an_erasure_removes_every_fact_and_suppresses_the_number(web: WebS
         "POST", f"{PREFIX}/erasures", body={"number": "0612345680", "reference": "art17-9"}
     )
     assert status == 200, done
-    assert done["action"] == "erasure" and done["removed"] >= 1 and done["number"] == "+31 6 ****5680"
+    assert done["action"] == "erasure" and done["removed"] >= 1 and done["number_masked"] == "+31 6 ****5680"
     blocked = await check(web, "0612345680")
     assert (blocked["verdict"], blocked["reason"]) == ("block", "suppressed")
     status, report, _ = await web.request("GET", f"{PREFIX}/numbers/0612345680/report")
@@ -351,7 +351,7 @@ async def test_the_access_report_lists_facts_per_tenant_and_every_decision(web: 
     await web.sync()
     status, report, _ = await web.request("GET", f"{PREFIX}/numbers/%2B31612345681/report", token=TOKENS["compliance"])
     assert status == 200
-    assert report["number"] == "+31 6 ****5681" and report["number_hash"] == made[0]["number_hash"]
+    assert report["number_masked"] == "+31 6 ****5681" and report["number_hash"] == made[0]["number_hash"]
     by_tenant = {t["tenant"]: t for t in report["tenants"]}
     assert set(by_tenant) == {"acme", "goededoel", "other"}
     assert by_tenant["goededoel"]["customer"] == [{"start": "2015-01-01", "end": None, "reference": "donor"}]
