@@ -177,7 +177,17 @@ def _schemas() -> dict[str, Schema]:
         },
         "ConsentResult": {
             "type": "object",
-            "required": ["action", "number_masked", "number_hash", "at", "tenant", "kind", "created", "added", "suppressed"],
+            "required": [
+                "action",
+                "number_masked",
+                "number_hash",
+                "at",
+                "tenant",
+                "kind",
+                "created",
+                "added",
+                "suppressed",
+            ],
             "additionalProperties": False,
             "properties": {
                 "action": {"const": "consent-upsert"},
