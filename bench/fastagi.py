@@ -112,7 +112,8 @@ class Server:
             if mode == "gatekeeper":
                 ship = [sys.executable, "-m", "gatekeeper.cli", "--config", str(config), "log", "ship"]
                 self.shipper = subprocess.Popen(ship, env=env)
-        self.proc = subprocess.Popen(args, env=env)
+        with (tmp / f"{mode}.log").open("wb") as log:  # gatekeeper's JSON log lines, as the journal gets them
+            self.proc = subprocess.Popen(args, env=env, stderr=log)
         wait_port(self.port, self.proc)
 
     def stop(self) -> list[float]:

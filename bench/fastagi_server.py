@@ -1,7 +1,7 @@
 """The server side of the FastAGI benchmark, in a process of its own (as in production), with uvloop.
 
-`--mode gatekeeper`: `gatekeeper serve` (built by `gatekeeper.serve.build`) with a listener that keeps every
-decision's latency (request parsed to verdict recorded).
+`--mode gatekeeper`: `gatekeeper serve` as the composition root builds it, logging as under systemd (JSON
+lines on stderr), with a listener that keeps every decision's latency.
 `--mode minimal`: a minimal honest gate: reads the environment block, parses the extension with
 phonenumbers, looks the E.164 number up with one Redis GET (hiredis, one pipelined connection), answers
 one EXEC MSet with ALLOW or BLOCK and closes. No rule book, no evidence, no metrics: what any gate must do.
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import phonenumbers
 
+from gatekeeper import logs
 from gatekeeper.compose import build_service
 from gatekeeper.config import load
 from gatekeeper.index.fastpath import Endpoint, FastPath
@@ -94,6 +95,7 @@ async def serve_protocol(factory: type[Floor], port: int, stop: asyncio.Event) -
 
 
 async def gatekeeper(config: Path, latencies: list[float], stop: asyncio.Event) -> None:
+    logs.configure("json", "info")  # as `gatekeeper serve` logs under systemd: a line per blocked call
     service = build_service(load(config), listeners=[lambda record: latencies.append(record.latency_us / 1e6)])
     await service.start()
     await stop.wait()

@@ -22,11 +22,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import resource
 from dataclasses import replace
 
 from gatekeeper.config import FastAgiSettings
-from gatekeeper.contract import GATEKEEPER_CAMPAIGN, SessionOutcome
+from gatekeeper.contract import GATEKEEPER_CAMPAIGN, Reason, SessionOutcome, Verdict
 from gatekeeper.fastagi import protocol
 from gatekeeper.fastagi.call import call_from_environment
 from gatekeeper.fastagi.protocol import (
@@ -183,7 +184,7 @@ class Connection(asyncio.Protocol):
                 campaign, _, linkedid = reply.data.partition("|")
                 request = _with(request, campaign=campaign.strip() or request.campaign, linkedid=linkedid.strip())
         record = await self.server.decide(request)
-        reply = await self.command(protocol.exec_mset(record.channel_variables()))
+        reply = await self.command(verdict_command(record))
         if not isinstance(reply, Success | DeadChannel):
             log.warning("Asterisk refused the verdict variables (%s); the dialplan blocks the call", reply)
             return SessionOutcome.PROTOCOL_ERROR
@@ -246,6 +247,26 @@ class Connection(asyncio.Protocol):
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport is not None else None
         return str(peer[0]) if isinstance(peer, tuple) else "?"
+
+
+_VERDICT_PREFIXES: dict[tuple[Verdict, Reason], bytes] = {}
+_DECISION_ID = re.compile(r"[0-9A-Z]{26}")
+
+
+def verdict_command(record: DecisionRecord) -> bytes:
+    """`EXEC MSet "GATEKEEPER_RESULT=…,GATEKEEPER_REASON=…,GATEKEEPER_DECISION_ID=…"` for a record.
+
+    `protocol.exec_mset` checks and quotes every pair; its line for a (verdict, reason) is made once and
+    only the decision id (26 characters of Crockford base32) is appended per call.
+    """
+    key = (record.verdict, record.reason)
+    prefix = _VERDICT_PREFIXES.get(key)
+    if prefix is None or not _DECISION_ID.fullmatch(record.decision_id):
+        line = protocol.exec_mset(record.channel_variables())
+        if prefix is None and _DECISION_ID.fullmatch(record.decision_id):
+            _VERDICT_PREFIXES[key] = line[: line.rindex(b"=") + 1]
+        return line
+    return prefix + record.decision_id.encode() + b'"\n'
 
 
 def _with(request: CallRequest, *, campaign: str, linkedid: str) -> CallRequest:

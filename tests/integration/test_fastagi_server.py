@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -280,6 +281,17 @@ async def test_stop_finishes_sessions_in_flight(started: Callable[..., Any]) -> 
         await asyncio.open_connection("127.0.0.1", port)
 
 
+def wait_for_open_sessions(http_port: int, count: int) -> None:
+    """Until the server's own gauge (on /metrics) counts `count` open FastAGI sessions."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2) as response:
+            if f"gatekeeper_fastagi_sessions_open {float(count)}" in response.read().decode():
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"the server never had {count} open FastAGI session(s)")
+
+
 def test_sigterm_drains_and_exits(tmp_path: Path, redis_server: PrivateRedis) -> None:
     agi_port, http_port = free_port(), free_port()
     config = tmp_path / "gk.toml"
@@ -310,15 +322,15 @@ def test_sigterm_drains_and_exits(tmp_path: Path, redis_server: PrivateRedis) ->
                 assert proc.returncode is None, output.read_text()
                 time.sleep(0.05)
         # A session in flight: the environment block is only half sent when SIGTERM arrives.
-        sock = socket.create_connection(("127.0.0.1", agi_port))
-        sock.sendall(ENV)
-        proc.send_signal(signal.SIGTERM)
-        sock.sendall(b"\n")
-        with sock.makefile("rb") as replies:
-            data = replies.readline()
-        assert data.startswith(b'EXEC MSet "GATEKEEPER_RESULT=BLOCK,GATEKEEPER_REASON=no-basis,')
-        sock.sendall(b"200 result=0\n")
-        sock.close()
+        with socket.create_connection(("127.0.0.1", agi_port)) as sock:
+            sock.sendall(ENV)
+            wait_for_open_sessions(http_port, 1)  # accepted: SIGTERM now finds it in flight, not in the backlog
+            proc.send_signal(signal.SIGTERM)
+            sock.sendall(b"\n")
+            with sock.makefile("rb") as replies:
+                data = replies.readline()
+            assert data.startswith(b'EXEC MSet "GATEKEEPER_RESULT=BLOCK,GATEKEEPER_REASON=no-basis,')
+            sock.sendall(b"200 result=0\n")
         assert proc.wait(10) == 0, output.read_text()
         assert "stopping: finishing the calls in flight" in output.read_text()
     finally:
