@@ -132,8 +132,9 @@ class Gate:
         failure: IndexFailure | None = None
         if isinstance(screened, Pending):
             try:
-                async with asyncio.timeout(self.budget if budget is None else budget):
-                    lookup = await self.index.lookup(screened.tenant, screened.e164)
+                lookup = await self.index.lookup(
+                    screened.tenant, screened.e164, budget=self.budget if budget is None else budget
+                )
             except Exception as exc:
                 failure = failure_of(exc)
                 if failure is IndexFailure.OTHER:

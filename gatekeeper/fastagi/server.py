@@ -106,7 +106,7 @@ class Connection(asyncio.Protocol):
         server.opened(self)
         settings = server.settings
         self.parser = EnvironmentParser(max_line_bytes=settings.max_line_bytes, max_lines=settings.max_env_lines)
-        self.deadline = asyncio.get_running_loop().call_later(settings.env_timeout, self._expired)
+        self.deadline = server.loop.call_later(settings.env_timeout, self._expired)
 
     def data_received(self, data: bytes) -> None:
         if self.ended:
@@ -126,7 +126,7 @@ class Connection(asyncio.Protocol):
             return
         self.parser = None
         self.pending = rest
-        self.task = asyncio.get_running_loop().create_task(self._session(env))
+        self.task = self.server.loop.create_task(self._session(env))
 
     def eof_received(self) -> bool:
         return False  # Asterisk closed its side: so do we (connection_lost follows)
@@ -194,7 +194,7 @@ class Connection(asyncio.Protocol):
         """Send one command and wait (bounded) for its reply; HANGUP lines on the way are noted, not replies."""
         if self.ended or self.transport is None or self.transport.is_closing():
             raise SessionClosed
-        loop = asyncio.get_running_loop()
+        loop = self.server.loop
         waiter: asyncio.Future[Reply] = loop.create_future()
         self.waiter = waiter
         self.transport.write(line)
@@ -295,6 +295,7 @@ class FastAgiServer:
         self.metrics = metrics
         self.connections: set[Connection] = set()
         self.closing = False
+        self.loop: asyncio.AbstractEventLoop
         self._server: asyncio.Server | None = None
         self._slots = asyncio.Semaphore(settings.max_active)
         self._idle = asyncio.Event()
@@ -322,7 +323,8 @@ class FastAgiServer:
             log.warning("open files are limited to %d: fewer than [fastagi] max_sessions = %d can be served; "
                         "raise LimitNOFILE", limit, self.settings.max_sessions)  # fmt: skip
         listen = self.settings.listen
-        self._server = await asyncio.get_running_loop().create_server(
+        self.loop = asyncio.get_running_loop()  # its sessions use it (asking for it each time costs a getpid)
+        self._server = await self.loop.create_server(
             lambda: Connection(self),
             listen.host,
             listen.port,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -68,10 +67,19 @@ def _pack(args: tuple[bytes | str | int | None, ...]) -> bytes:
     return packed
 
 
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 class _Resp(asyncio.Protocol):
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()  # once: every lookup of the connection uses it
         self.reader = hiredis.Reader()
-        self.waiters: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
+        # (sent at, waiter, its deadline's timer): replies come in order, so the oldest waits longest
+        self.waiters: collections.deque[tuple[float, asyncio.Future[Any], asyncio.TimerHandle | None]] = (
+            collections.deque()
+        )
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self._outgoing: list[bytes] = []  # requests of this turn of the loop, written together by _flush
@@ -83,8 +91,10 @@ class _Resp(asyncio.Protocol):
         self.reader.feed(data)
         try:
             while (reply := self.reader.gets()) is not False:
-                _, waiter = self.waiters.popleft()
-                if not waiter.done():
+                _, waiter, deadline = self.waiters.popleft()
+                if deadline is not None:
+                    deadline.cancel()
+                if not waiter.done():  # done: it timed out; its reply is dropped
                     waiter.set_result(reply)
         except (hiredis.ProtocolError, IndexError) as exc:  # garbage, or a reply nobody asked for
             self._fail(RedisConnectionError(f"Redis protocol error: {exc}"))
@@ -97,17 +107,22 @@ class _Resp(asyncio.Protocol):
 
     def _fail(self, error: Exception) -> None:
         while self.waiters:
-            _, waiter = self.waiters.popleft()
+            _, waiter, deadline = self.waiters.popleft()
+            if deadline is not None:
+                deadline.cancel()
             if not waiter.done():
                 waiter.set_exception(error)
 
-    def request(self, packed: bytes) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+    def request(self, packed: bytes, within: float | None = None) -> asyncio.Future[Any]:
+        """The reply's future; with `within` (seconds), it fails with TimeoutError when no reply came in time."""
+        loop = self.loop
         waiter = loop.create_future()
         if self.lost or self.transport is None:
             waiter.set_exception(RedisConnectionError("the connection to Redis is closed"))
             return waiter
-        self.waiters.append((time.monotonic(), waiter))
+        now = loop.time()
+        deadline = None if within is None else loop.call_at(now + within, _expire, waiter)
+        self.waiters.append((now, waiter, deadline))
         if not self._outgoing:
             loop.call_soon(self._flush)
         self._outgoing.append(packed)
@@ -123,7 +138,7 @@ class _Resp(asyncio.Protocol):
             self.transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def stalled(self, after: float) -> bool:
-        return bool(self.waiters) and time.monotonic() - self.waiters[0][0] > after
+        return bool(self.waiters) and self.loop.time() - self.waiters[0][0] > after
 
 
 class FastPath:
@@ -179,16 +194,24 @@ class FastPath:
                     raise RedisConnectionError(f"Redis refused the connection set-up: {reply}")
         return conn
 
-    async def call(self, *args: bytes | str | int) -> Any:
-        """One command; Redis error replies raise ResponseError (NoScriptError for NOSCRIPT)."""
-        return await self.call_packed(_pack(args))
+    async def call(self, *args: bytes | str | int, within: float | None = None) -> Any:
+        """One command; Redis error replies raise ResponseError (NoScriptError for NOSCRIPT).
 
-    async def call_packed(self, packed: bytes) -> Any:
+        `within` bounds the wait for the reply in seconds (TimeoutError after it), without the task
+        bookkeeping of `asyncio.timeout`: the lookups and decision records of every call use it.
+        """
+        return await self.call_packed(_pack(args), within=within)
+
+    async def call_packed(self, packed: bytes, *, within: float | None = None) -> Any:
         """One command already in RESP form (`call` packs it; a hot caller may prepare its own bytes)."""
         conn = self._conn
         if conn is None or conn.lost or conn.stalled(self.stall_after):
-            conn = await self._connection()
-        reply = await conn.request(packed)
+            if within is None:
+                conn = await self._connection()
+            else:
+                async with asyncio.timeout(within):  # (re)connecting counts against the budget too
+                    conn = await self._connection()
+        reply = await conn.request(packed, within)
         if isinstance(reply, hiredis.ReplyError):
             text = str(reply)
             raise NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)

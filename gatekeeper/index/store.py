@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -205,17 +206,29 @@ class ConsentIndex:
             return None
         return Lookup(key, codec.facts(reply[4], reply[3], reply[2]), _generation_number(reply[1]))
 
-    async def lookup(self, tenant: str, e164: str) -> Lookup:
-        """All facts for (tenant, number) plus global suppressions: one EVALSHA in the steady state."""
+    async def lookup(self, tenant: str, e164: str, *, budget: float | None = None) -> Lookup:
+        """All facts for (tenant, number) plus global suppressions: one EVALSHA in the steady state.
+
+        `budget` bounds the whole lookup (TimeoutError after it). On the fast path it is a deadline on
+        the reply itself, the cheapest way to bound a wait; elsewhere an `asyncio.timeout`.
+        """
+        if self.fast is None and budget is not None:
+            async with asyncio.timeout(budget):
+                return await self._lookup(tenant, e164, None)
+        return await self._lookup(tenant, e164, budget)
+
+    async def _lookup(self, tenant: str, e164: str, budget: float | None) -> Lookup:
         key = self.keys.number_key(e164)
+        deadline = None if budget is None else time.monotonic() + budget
         for _ in range(MAX_STALE_RETRIES):
             keys, args = self._lookup_call(tenant, key, self._generations.get(tenant))
-            result = self._result(tenant, key, await self._fetch(keys, args))
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            result = self._result(tenant, key, await self._fetch(keys, args, remaining))
             if result is not None:
                 return result
         raise StaleGeneration(f"the generation of tenant {tenant!r} kept changing during the lookup")
 
-    async def _fetch(self, keys: list[str], args: list[bytes | str]) -> Any:
+    async def _fetch(self, keys: list[str], args: list[bytes | str], within: float | None = None) -> Any:
         """One LOOKUP. Up to MAX_IN_FLIGHT go out on their own; beyond that, waiting lookups share pipelines.
 
         At a normal call rate every lookup is a single EVALSHA. In a burst (a dialler starting hundreds of
@@ -224,13 +237,14 @@ class ConsentIndex:
 
         On a standalone Redis the fast path carries every lookup instead: one connection, requests written
         as they come and answered in order, which is the same sharing without redis-py's per-call work.
+        `within` bounds the fast path's wait (the other paths are bounded by the caller).
         """
         if self.fast is not None:
             try:
-                return await self.fast.call("EVALSHA", LOOKUP.sha, len(keys), *keys, *args)
+                return await self.fast.call("EVALSHA", LOOKUP.sha, len(keys), *keys, *args, within=within)
             except NoScriptError:
                 await self.client.script_load(LOOKUP.source)
-                return await self.fast.call("EVALSHA", LOOKUP.sha, len(keys), *keys, *args)
+                return await self.fast.call("EVALSHA", LOOKUP.sha, len(keys), *keys, *args, within=within)
         if self._in_flight < MAX_IN_FLIGHT:
             self._in_flight += 1
             try:

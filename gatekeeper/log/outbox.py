@@ -261,8 +261,7 @@ class Outbox:
         payload = record.payload()
         if not self.spooling:
             try:
-                async with asyncio.timeout(self.timeout):
-                    await self._xadd(payload)
+                await self._xadd(payload)
             except Exception as exc:
                 if not self.spooling:
                     log.warning(
@@ -278,10 +277,13 @@ class Outbox:
         await self._spool(payload, record.decision_id)
 
     async def _xadd(self, payload: bytes) -> None:
+        """One XADD, bounded by `timeout` (after it the record goes to the spool)."""
         if self.fast is not None:
-            await self.fast.call_packed(self._xadd_head + b"$%d\r\n%b\r\n" % (len(payload), payload))
+            packed = self._xadd_head + b"$%d\r\n%b\r\n" % (len(payload), payload)
+            await self.fast.call_packed(packed, within=self.timeout)
         else:
-            await self.client.xadd(self.keys.stream, {RECORD_FIELD: payload})
+            async with asyncio.timeout(self.timeout):
+                await self.client.xadd(self.keys.stream, {RECORD_FIELD: payload})
 
     async def _spool(self, payload: bytes, decision_id: str) -> None:
         """Append to the spool with whatever else is waiting: one write and one fsync for all of them."""
