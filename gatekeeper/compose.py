@@ -41,7 +41,7 @@ def build_service(
     # one-call processes (gatekeeper-agi starts one per call) should not pay for importing them.
     from gatekeeper.ari.app import AriApplication  # noqa: PLC0415
     from gatekeeper.fastagi.server import FastAgiServer  # noqa: PLC0415
-    from gatekeeper.log.shipper import Shipper  # noqa: PLC0415
+    from gatekeeper.log.shipper import SERVE_BATCH, Shipper  # noqa: PLC0415
     from gatekeeper.log.store import LogStore  # noqa: PLC0415
     from gatekeeper.logs import DecisionLogger  # noqa: PLC0415
     from gatekeeper.metrics import Metrics  # noqa: PLC0415
@@ -54,7 +54,7 @@ def build_service(
     service = Service(settings, metrics=metrics, index=index, gate=gate)
     service.add(outbox)
     if settings.log.ship_in_serve:
-        service.add(Shipper.from_settings(settings, metrics=metrics))
+        service.add(Shipper.from_settings(settings, metrics=metrics, batch=SERVE_BATCH))
     service.add(FastAgiServer(settings.fastagi, gate, metrics))
     if settings.ari is not None:
         service.add(AriApplication(settings.ari, gate, metrics))

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH = 500  # entries per SQL transaction
+SERVE_BATCH = 100  # inside `gatekeeper serve`: smaller reads, so no step of shipping holds the calls up long
+YIELD_EVERY = 16  # records handled before the shipper lets the event loop run other work
 BLOCK = 1.0  # seconds a read waits for new entries
 RETRY_INITIAL = 0.5  # seconds after the first failure; doubles up to RETRY_MAX
 RETRY_MAX = 30.0
@@ -157,7 +159,7 @@ class Shipper:
         self._stopping = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, metrics: Metrics | None = None) -> Shipper:
+    def from_settings(cls, settings: Settings, *, metrics: Metrics | None = None, batch: int = BATCH) -> Shipper:
         """A shipper with its own Redis client and SQL connection (closed by `stop`)."""
         keys = OutboxKeys(settings.index.prefix, settings.log.instance_name)
         return cls(
@@ -165,6 +167,7 @@ class Shipper:
             LogStore.from_dsn(settings.log.dsn),
             keys,
             metrics=metrics,
+            batch=batch,
             owns=True,
             redis_name=redis_description(settings),
         )
@@ -224,7 +227,9 @@ class Shipper:
     async def _ship(self, entries: list[Entry]) -> int:
         records: list[tuple[str, DecisionRecord]] = []
         dead: list[DeadLetter] = []
-        for stream_id, fields in entries:
+        for i, (stream_id, fields) in enumerate(entries):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # inside `gatekeeper serve`: let the calls through between records
             if fields is None:
                 continue  # deleted while pending: it was shipped; only the acknowledgement is missing
             try:

@@ -15,6 +15,7 @@ verifies.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ VERIFY_PAGE = 2000
 PURGE_BATCH = 1000
 MAX_PROBLEMS = 100  # per instance; a wrecked chain need not be listed record by record
 
+YIELD_EVERY = 16  # records hashed before the event loop gets a turn
 _INSERT = (
     "INSERT INTO decisions (decision_id, at, instance, campaign, tenant, number_masked, number_hash, verdict, "
     "reason, would_block, regime, explanation, basis_reference, rule, generation, uniqueid, linkedid, source, "
@@ -183,7 +185,9 @@ class LogStore(LogReader):
         state = await _chain_state(tx, instance)
         seq, prev = state.head_seq, state.head_hash
         rows = []
-        for stream_id, record in entries:
+        for i, (stream_id, record) in enumerate(entries):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # hashing a batch is CPU work: let a service's calls through meanwhile
             seq += 1
             digest = chain_hash(record, seq, stream_id, shipped_at, prev)
             rows.append(row_from_stored(StoredRecord(record, seq, stream_id, shipped_at, prev, digest)))
