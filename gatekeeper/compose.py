@@ -15,14 +15,17 @@ the evidence or the metrics of the calls it decides:
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING
 
 from gatekeeper.config import Settings
 from gatekeeper.gate import NOT_RECORDED, Clock, Gate, Listener, wall_clock
 from gatekeeper.index.store import ConsentIndex
 from gatekeeper.log.outbox import Outbox
-from gatekeeper.service import Service
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from gatekeeper.service import Service
 
 
 def build_service(
@@ -45,6 +48,7 @@ def build_service(
     from gatekeeper.log.store import LogStore  # noqa: PLC0415
     from gatekeeper.logs import DecisionLogger  # noqa: PLC0415
     from gatekeeper.metrics import Metrics  # noqa: PLC0415
+    from gatekeeper.service import Service  # noqa: PLC0415
     from gatekeeper.web import setup_web  # noqa: PLC0415
 
     metrics = Metrics(settings, registry)

@@ -17,7 +17,7 @@ from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -704,10 +704,30 @@ def _parse_ari(t: Table, env: Mapping[str, str], campaigns: Mapping[str, Campaig
     return settings
 
 
+def sqlite_path(dsn: str) -> Path:
+    """The file a `sqlite:` DSN names.
+
+    `sqlite:///var/lib/gatekeeper/decisions.db` is absolute; a bare file name (`sqlite:///decisions.db`,
+    `sqlite:decisions.db`) is relative to the working directory, as is `sqlite:dir/decisions.db`;
+    `sqlite:////abs.db` (four slashes) is absolute too.
+    """
+    parts = urlsplit(dsn)
+    if parts.scheme != "sqlite":
+        raise ValueError(f"not a sqlite: DSN: {dsn!r}")
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"{dsn!r}: a SQLite DSN names a local file (sqlite:///PATH)")
+    path = unquote(parts.path)
+    if not path.strip("/"):
+        raise ValueError(f"{dsn!r}: no file name (use sqlite:///PATH)")
+    if path.startswith("//"):
+        return Path(path[1:])
+    if path.startswith("/") and "/" not in path[1:]:
+        return Path(path[1:])
+    return Path(path)
+
+
 def _parse_log(t: Table, env: Mapping[str, str]) -> LogSettings:
     t.expect("dsn", "instance", "spool_dir", "retention_days", "ship_in_serve")
-    from gatekeeper.log.sql import sqlite_path  # noqa: PLC0415 - the log imports this module
-
     base = LogSettings()
     configured = t.string("dsn", base.dsn)
     dsn = env.get(ENV_LOG_DSN) or configured

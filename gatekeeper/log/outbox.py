@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gatekeeper.config import Settings
+from gatekeeper.config import Settings, sqlite_path
 from gatekeeper.index.fastpath import FastPath
 from gatekeeper.index.store import Client
-from gatekeeper.log.sql import sqlite_path
 from gatekeeper.record import DecisionRecord, EvidenceError, RecordError
 
 if TYPE_CHECKING:

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
-from gatekeeper.config import redact_url
+from gatekeeper.config import redact_url, sqlite_path
 from gatekeeper.log.record import format_time
 
 T = TypeVar("T")
@@ -259,28 +259,6 @@ class PostgresDatabase(Database):
 
 
 # -- opening -----------------------------------------------------------------------------------------
-
-
-def sqlite_path(dsn: str) -> Path:
-    """The file a `sqlite:` DSN names.
-
-    `sqlite:///var/lib/gatekeeper/decisions.db` is absolute; a bare file name (`sqlite:///decisions.db`,
-    `sqlite:decisions.db`) is relative to the working directory, as is `sqlite:dir/decisions.db`;
-    `sqlite:////abs.db` (four slashes) is absolute too.
-    """
-    parts = urlsplit(dsn)
-    if parts.scheme != "sqlite":
-        raise ValueError(f"not a sqlite: DSN: {dsn!r}")
-    if parts.netloc not in ("", "localhost"):
-        raise ValueError(f"{dsn!r}: a SQLite DSN names a local file (sqlite:///PATH)")
-    path = unquote(parts.path)
-    if not path.strip("/"):
-        raise ValueError(f"{dsn!r}: no file name (use sqlite:///PATH)")
-    if path.startswith("//"):
-        return Path(path[1:])
-    if path.startswith("/") and "/" not in path[1:]:
-        return Path(path[1:])
-    return Path(path)
 
 
 def open_database(dsn: str) -> Database:

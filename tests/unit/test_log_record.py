@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gatekeeper.config import sqlite_path
 from gatekeeper.core.model import Reason, Verdict
 from gatekeeper.log.commands import add_log_parser
 from gatekeeper.log.outbox import OutboxKeys, Spool
@@ -28,7 +29,6 @@ from gatekeeper.log.query import (
     encode_cursor,
 )
 from gatekeeper.log.record import GENESIS, DecisionRecord, RecordError, chain_hash, format_time, parse_time
-from gatekeeper.log.sql import sqlite_path
 from tests.conftest import make_record
 
 AT = dt.datetime(2026, 7, 1, 10, 30, 0, 123456, tzinfo=dt.UTC)
