@@ -131,3 +131,26 @@ def test_parse_without_campaigns_is_valid() -> None:
 def test_redact_url() -> None:
     assert redact_url("redis://user:pw@host:1/0") == "redis://user:***@host:1/0"
     assert redact_url("redis://host:1/0") == "redis://host:1/0"
+
+
+def test_import_columns_map_a_crm_export() -> None:
+    data = {"index": {"pepper": PEPPER}, "import": {"columns": {"Telefoonnummer": "number", "klant": "Tenant"}}}
+    assert parse(data, "inline", {}).imports.columns == (("telefoonnummer", "number"), ("klant", "tenant"))
+    assert parse({"index": {"pepper": PEPPER}}, "inline", {}).imports.columns == ()
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"columns": {"telefoonnummer": "nummer"}},
+         "inline: import.columns: telefoonnummer=nummer: 'nummer' is not a field; the fields are tenant, number, kind, "
+         "start, end, reference"),
+        ({"columns": {"a": "number", "b": "number"}}, "inline: import.columns: columns 'a' and 'b' both map to number"),
+        ({"columns": {"a": 1}}, "inline: import.columns.a: must be a str"),
+        ({"colums": {}}, "inline: import.colums: unknown key"),
+    ],
+)  # fmt: skip
+def test_import_column_errors_name_the_key(section: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse({"index": {"pepper": PEPPER}, "import": section}, "inline", {})
+    assert str(caught.value).startswith(message)
