@@ -195,9 +195,9 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 REPORTED_ROWS = 50  # errors and warnings of each kind listed one by one
-WARNING_TITLES = {
-    WarningKind.DUPLICATE: "the same fact as an earlier row, stored once",
-    WarningKind.FUTURE: "dated in the future",
+WARNING_TITLES = {  # kind -> (verb for one row, for several, the rest)
+    WarningKind.DUPLICATE: ("repeats", "repeat", "the fact of an earlier row (stored once)"),
+    WarningKind.FUTURE: ("starts", "start", "after the import (the fact counts only from then)"),
 }
 
 
@@ -224,7 +224,8 @@ def _report(report: ImportReport, out: TextIO) -> None:
         if report.suppressions:
             out.write(f"  global suppressions: {report.suppressions:,} rows\n")
     for kind, count in sorted(report.warning_counts.items()):
-        out.write(f"warning: {count:,} {'row' if count == 1 else 'rows'} {WARNING_TITLES[kind]}:\n")
+        one, several, rest = WARNING_TITLES[kind]
+        out.write(f"warning: {count:,} {f'row {one}' if count == 1 else f'rows {several}'} {rest}:\n")
         for warning in report.warnings[kind][:REPORTED_ROWS]:
             out.write(f"  {warning}\n")
         if count > REPORTED_ROWS:

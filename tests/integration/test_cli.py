@@ -243,9 +243,10 @@ def test_import_warns_about_duplicate_rows_and_facts_dated_later(
     code, out, err = run(capsys, "--config", str(config), "import", str(write_csv(tmp_path / "d.csv", rows)))
     assert code == 0 and out == ""  # imported, with warnings (on stderr)
     assert "imported 4 of 4 rows" in err and "(4 rows, 2 new records)" in err
-    assert ("warning: 2 rows the same fact as an earlier row, stored once:\n  line 3: the same fact as line 2\n"
+    assert ("warning: 2 rows repeat the fact of an earlier row (stored once):\n  line 3: the same fact as line 2\n"
             "  line 5: the same fact as line 2\n") in err  # fmt: skip
-    assert "warning: 1 row dated in the future:\n  line 4: start 2099-01-01 is later than the import" in err
+    assert ("warning: 1 row starts after the import (the fact counts only from then):\n"
+            "  line 4: start 2099-01-01 is later than the import") in err  # fmt: skip
 
 
 def test_status_counts_what_is_left_after_an_erasure(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
