@@ -43,7 +43,7 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
-async def kill_import_at_switch(settings: Settings, path: Path, tenant: str, *, lock_ttl: float = 1.0) -> None:
+async def kill_import_at_switch(settings: Settings, path: Path, tenant: str, *, lock_ttl: float = 2.0) -> None:
     """Run `import --replace` of `path` (rows of `tenant`) in a child process and SIGKILL it after its first
     switched tags; return once its import lock has expired (as it does, `lock_ttl` seconds after the kill)."""
     index = settings.index

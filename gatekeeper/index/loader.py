@@ -221,7 +221,8 @@ class Loader:
         await self._limit()
         await self.index.load_scripts()
         self._lost_locks.clear()
-        keeper = asyncio.create_task(self._keep_locks(targets))
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_locks(targets, done))
         try:
             for tenant, rows in counts.items():
                 targets[tenant] = await self._prepare(tenant, rows, replace, report)
@@ -243,8 +244,7 @@ class Loader:
                     await asyncio.shield(self._abandon(target))
             raise
         finally:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
+            await self._stop_keeping(keeper, done)
             for target in targets.values():
                 await asyncio.shield(self._unlock(target))
         report.seconds = time.perf_counter() - started
@@ -286,14 +286,27 @@ class Loader:
             raise ImportRefused(f"another import of tenant {tenant!r} is running{expiry}")
         return lock
 
-    async def _keep_locks(self, targets: dict[str, _Target]) -> None:
-        """Extend every lock this import holds, three times per TTL; note the ones found expired."""
-        while True:
-            await asyncio.sleep(self.lock_ttl / 3)
+    async def _keep_locks(self, targets: dict[str, _Target], done: asyncio.Event) -> None:
+        """Extend every lock this import holds, three times per TTL, until `done`; note the ones found expired.
+
+        It stops on the event rather than by cancellation: a cancellation that arrives while a Redis command
+        is in flight can be swallowed by the client, which would leave the import waiting for this task.
+        """
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.lock_ttl / 3)
+            if done.is_set():
+                return
             for target in list(targets.values()):
                 with contextlib.suppress(Exception):  # Redis trouble: the import itself fails, or the next try works
                     if not await target.lock.extend():
                         self._lost_locks.add(target.tenant)
+
+    async def _stop_keeping(self, keeper: asyncio.Task[None], done: asyncio.Event) -> None:
+        done.set()
+        finished, _ = await asyncio.wait([keeper], timeout=self.lock_ttl)
+        if not finished:  # an extension stuck in Redis: the lock expires by itself
+            keeper.cancel()
 
     def _check_locks(self) -> None:
         if self._lost_locks:
