@@ -1,7 +1,8 @@
 """The `gatekeeper` command line.
 
-Exit status: 0 allow / success, 1 block / some rows rejected, 2 usage or configuration error,
-3 the consent index is unavailable (commands other than `check`, which then decides: block).
+Exit status: 0 allow / success, 1 block / some rows rejected / a split tenant (status), 2 usage or
+configuration error, 3 the consent index is unavailable (commands other than `check`, which then
+decides: block).
 """
 
 from __future__ import annotations
@@ -35,8 +36,17 @@ from gatekeeper.core.policy import zone
 from gatekeeper.core.times import UTC, shown
 from gatekeeper.demo import DemoError, run_demo
 from gatekeeper.gate import CallRequest, EvidenceError, Gate
+from gatekeeper.index.health import TenantCondition, tenant_health
 from gatekeeper.index.loader import ImportRefused, ImportReport, Loader
-from gatekeeper.index.rows import ImportFileError, count_lines, detect_delimiter
+from gatekeeper.index.rows import (
+    MAP_TABLE,
+    ColumnMap,
+    ColumnMapError,
+    ImportFileError,
+    WarningKind,
+    count_lines,
+    detect_delimiter,
+)
 from gatekeeper.index.store import ConsentIndex, is_unavailable
 from gatekeeper.log.commands import add_log_parser, cmd_log
 from gatekeeper.record import DecisionRecord
@@ -76,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--replace", action="store_true", help="full snapshot: replace each tenant's data atomically")
     imp.add_argument("--region", default=None, help="region for national numbers (default: [numbers] default_region)")
     imp.add_argument("--strict", action="store_true", help="refuse the whole file if any row is invalid")
+    imp.add_argument(
+        "--map",
+        metavar="COLUMN=FIELD,…",
+        help="which column holds which field, e.g. telefoonnummer=number,klant=tenant (over [import.columns])",
+    )
 
     chk = sub.add_parser("check", help="decide one call")
     chk.add_argument("number", metavar="NUMBER")
@@ -101,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     era.add_argument("number", metavar="NUMBER")
     era.add_argument("--reference", default="erasure", help="pointer to the request (default: erasure)")
 
-    sub.add_parser("status", help="show the loaded tenants and their generations")
+    sub.add_parser("status", help="show the tenants, their generations, and any split by an interrupted import")
 
     srv = sub.add_parser("serve", help="run the FastAGI, ARI and HTTP service")
     srv.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -211,10 +226,19 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_index(settings, work)
 
 
+REPORTED_ROWS = 50  # errors and warnings of each kind listed one by one
+WARNING_TITLES = {  # kind -> (verb for one row, for several, the rest)
+    WarningKind.DUPLICATE: ("repeats", "repeat", "the fact of an earlier row (stored once)"),
+    WarningKind.FUTURE: ("starts", "start", "after the import (the fact counts only from then)"),
+}
+
+
 def _report(report: ImportReport, out: TextIO) -> None:
     if report.refused:
         out.write(f"refused: {report.error_count:,} invalid rows in {report.source} (--strict); nothing was imported\n")
     else:
+        for repair in report.repairs:
+            out.write(f"repaired: {repair}\n")
         out.write(
             f"imported {report.accepted:,} of {report.rows:,} rows from {report.source} in {report.seconds:.1f} s "
             f"({report.rows_per_second:,.0f} rows/s)\n"
@@ -231,14 +255,32 @@ def _report(report: ImportReport, out: TextIO) -> None:
             out.write(f"  tenant {tenant}: {how} ({t.rows:,} rows, {t.records_created:,} new records{skipped})\n")
         if report.suppressions:
             out.write(f"  global suppressions: {report.suppressions:,} rows\n")
+    for kind, count in sorted(report.warning_counts.items()):
+        one, several, rest = WARNING_TITLES[kind]
+        out.write(f"warning: {count:,} {f'row {one}' if count == 1 else f'rows {several}'} {rest}:\n")
+        for warning in report.warnings[kind][:REPORTED_ROWS]:
+            out.write(f"  {warning}\n")
+        if count > REPORTED_ROWS:
+            out.write(f"  … and {count - REPORTED_ROWS:,} more\n")
     if report.error_count:
         out.write(f"{report.error_count:,} invalid rows{'' if report.refused else ' skipped'}:\n")
-        for error in report.errors[:50]:
+        for error in report.errors[:REPORTED_ROWS]:
             out.write(f"  {error}\n")
-        if report.error_count > 50:
-            out.write(f"  … and {report.error_count - 50:,} more; by kind:\n")
-            for kind, n in report.error_kinds.most_common(10):
-                out.write(f"    {n:>9,}  {kind}\n")
+        if report.error_count > REPORTED_ROWS:
+            out.write(f"  … and {report.error_count - REPORTED_ROWS:,} more; by kind:\n")
+            for kind_text, n in report.error_kinds.most_common(10):
+                out.write(f"    {n:>9,}  {kind_text}\n")
+
+
+def _columns(settings: Settings, option: str | None) -> ColumnMap:
+    """The configuration's [import.columns], overridden by --map."""
+    columns = ColumnMap.of(settings.imports.columns, MAP_TABLE)
+    if option is None:
+        return columns
+    try:
+        return columns.then(ColumnMap.parse(option))
+    except ColumnMapError as exc:
+        raise UsageError(str(exc)) from None
 
 
 async def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
@@ -246,12 +288,16 @@ async def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     region = (args.region or settings.default_region).upper()
+    columns = _columns(settings, args.map)
 
     async def work(index: ConsentIndex) -> int:
         loader = Loader(index)
         with _progress(count_lines(path), "rows") as progress:
-            report = await loader.load(path, region=region, replace=args.replace, strict=args.strict, progress=progress)
-        _report(report, sys.stdout if not report.error_count else sys.stderr)
+            report = await loader.load(
+                path, region=region, replace=args.replace, strict=args.strict, progress=progress, columns=columns
+            )
+        clean = not report.error_count and not report.warning_counts
+        _report(report, sys.stdout if clean else sys.stderr)
         return EXIT_BLOCK if report.error_count else EXIT_OK
 
     return await _with_index(settings, work)
@@ -447,17 +493,36 @@ async def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Every tenant the index or the configuration knows, with its state; exit 1 if one is split."""
+
     async def work(index: ConsentIndex) -> int:
-        tenants = await index.tenants()
+        health = await tenant_health(index, settings.tenants, count_tags=True)
+        campaigns: dict[str, list[str]] = {}
+        for campaign in sorted(settings.campaigns.values(), key=lambda c: c.id):
+            campaigns.setdefault(campaign.tenant, []).append(campaign.id)
         sys.stdout.write(
-            f"index {settings.index.redacted_url} prefix {settings.index.prefix!r}: {len(tenants)} tenants\n"
+            f"index {settings.index.redacted_url} prefix {settings.index.prefix!r}: {len(health)} tenants\n"
         )
-        for name, info in sorted(tenants.items()):
-            sys.stdout.write(
-                f"  {name}: generation {info.generation} ({info.records:,} records, {1 << info.sub_bits} "
-                f"buckets per tag), last import {info.imported_at} from {info.source}\n"
-            )
-        return EXIT_OK
+        for name, tenant in health.items():
+            info = tenant.info
+            used_by = f"; campaigns {', '.join(campaigns[name])}" if name in campaigns else "; no campaign"
+            if info is not None:
+                buckets = 1 << info.sub_bits
+                detail = (
+                    f"generation {info.generation} ({info.records:,} records, {buckets} bucket"
+                    f"{'' if buckets == 1 else 's'} per tag), last import {info.imported_at} from {info.source}"
+                )
+            else:
+                detail = "no data loaded"
+            sys.stdout.write(f"  {name}: {detail}{used_by}\n")
+            if tenant.condition in (TenantCondition.SPLIT, TenantCondition.SWITCHING):
+                sys.stdout.write(f"    {tenant.condition.value.upper()}: {tenant.describe()}\n")
+            elif tenant.building:
+                sys.stdout.write(f"    note: {tenant.building}\n")
+        split = sorted(n for n, t in health.items() if t.condition is TenantCondition.SPLIT)
+        if split:
+            sys.stderr.write(f"gatekeeper: tenant(s) {', '.join(split)} split between two generations; see above\n")
+        return EXIT_BLOCK if split else EXIT_OK
 
     return await _with_index(settings, work)
 

@@ -151,6 +151,12 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ImportSettings:
+    # file column (lower case) -> field, for CRM exports that name their columns otherwise (`[import.columns]`)
+    columns: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     path: Path | None
     index: IndexSettings
@@ -162,6 +168,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     ari: AriSettings | None = None
     log: LogSettings = field(default_factory=LogSettings)
+    imports: ImportSettings = field(default_factory=ImportSettings)
 
     def campaign(self, campaign_id: str) -> Campaign | None:
         return self.campaigns.get(campaign_id)
@@ -755,6 +762,21 @@ def _parse_log(t: Table, env: Mapping[str, str]) -> LogSettings:
     return settings
 
 
+def _parse_import(t: Table) -> ImportSettings:
+    from gatekeeper.index.rows import MAP_TABLE, ColumnMap, ColumnMapError  # noqa: PLC0415 - rows imports this module
+
+    t.expect("columns")
+    table = t.table("columns")
+    pairs = [(column, table.string(column, "")) for column in list(table.keys())]
+    table.finish()
+    t.finish()
+    try:
+        columns = ColumnMap.of(pairs, MAP_TABLE)
+    except ColumnMapError as exc:
+        raise t.error("columns", str(exc).removeprefix(f"{MAP_TABLE}: ")) from None
+    return ImportSettings(tuple((m.column, m.field) for m in columns.mappings))
+
+
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read the configuration file (or the default locations) and apply environment overrides."""
     env = os.environ if env is None else env
@@ -779,7 +801,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
 
 def parse(data: Mapping[str, Any], source: str, env: Mapping[str, str], path: Path | None = None) -> Settings:
     top = Table(data, "", source).expect(
-        "index", "numbers", "jurisdictions", "campaigns", "fastagi", "http", "ari", "log"
+        "index", "numbers", "jurisdictions", "campaigns", "fastagi", "http", "ari", "log", "import"
     )
     index = _parse_index(top.table("index"), env)
     plan, region = _parse_numbers(top.table("numbers"))
@@ -789,6 +811,7 @@ def parse(data: Mapping[str, Any], source: str, env: Mapping[str, str], path: Pa
     http = _parse_http(top.table("http"))
     ari = _parse_ari(top.table("ari"), env, campaigns) if "ari" in top else None
     log = _parse_log(top.table("log"), env)
+    imports = _parse_import(top.table("import"))
     top.finish()
     return Settings(
         path=path,
@@ -801,4 +824,5 @@ def parse(data: Mapping[str, Any], source: str, env: Mapping[str, str], path: Pa
         http=http,
         ari=ari,
         log=log,
+        imports=imports,
     )

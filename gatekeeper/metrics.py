@@ -108,6 +108,20 @@ class Metrics:
             ["tenant"],
             registry=r,
         )
+        self.tenant_loaded = Gauge(
+            "gatekeeper_index_tenant_loaded",
+            "1 when the tenant has data loaded, 0 when it has none (its campaigns' calls find no facts), per "
+            "configured tenant (NaN: not read yet).",
+            ["tenant"],
+            registry=r,
+        )
+        self.tenant_split = Gauge(
+            "gatekeeper_index_tenant_split",
+            "1 while the tenant is split between two generations by an import that died during its switch (the "
+            "next import of the tenant finishes it), else 0; per configured tenant.",
+            ["tenant"],
+            registry=r,
+        )
         self.outbox_backlog = Gauge(
             "gatekeeper_outbox_backlog", "Decision records waiting to be shipped to the SQL log.", registry=r
         )
@@ -151,6 +165,8 @@ class Metrics:
         for tenant in sorted(settings.tenants):
             self.index_generation.labels(tenant)
             self.index_import_time.labels(tenant)
+            self.tenant_loaded.labels(tenant).set(math.nan)
+            self.tenant_split.labels(tenant).set(0)
 
     def campaign_label(self, campaign: str) -> str:
         return campaign if campaign in self.campaigns else UNKNOWN_CAMPAIGN
@@ -183,6 +199,11 @@ class Metrics:
     def index_reachable(self, reachable: bool) -> None:
         """Record the outcome of a probe of the index (readiness check, generation refresh)."""
         self.index_up.set(1 if reachable else 0)
+
+    def tenant_state(self, tenant: str, *, loaded: bool, split: bool) -> None:
+        """Record what the last read of the index found for a configured tenant."""
+        self.tenant_loaded.labels(tenant).set(1 if loaded else 0)
+        self.tenant_split.labels(tenant).set(1 if split else 0)
 
     def count_log(self, levelno: int, logger: str) -> None:
         """Count one log record at warning level or above (see `gatekeeper.logs.LogCounter`)."""

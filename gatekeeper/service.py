@@ -17,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from gatekeeper.config import Settings
 from gatekeeper.gate import Gate
+from gatekeeper.index.health import TenantCondition, TenantHealth, tenant_health
 from gatekeeper.index.store import ConsentIndex, is_unavailable
 from gatekeeper.logs import LogCounter
 from gatekeeper.metrics import Metrics
@@ -69,7 +70,7 @@ class Service:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._tenants_loaded = False
+        self._tenant_health: dict[str, TenantHealth] | None = None  # configured tenants, as last read
         self._stopping = asyncio.Event()
         self._log_counter: LogCounter | None = None
         self._stopped = False
@@ -154,9 +155,20 @@ class Service:
     # -- index generations ---------------------------------------------------------------------------
 
     async def refresh_generations(self) -> None:
+        """Read every tenant's generation and health: the lookups' cache, the readiness detail, the gauges."""
         tenants = await self.index.warm()
         self.metrics.index_reachable(True)
-        self._tenants_loaded = True
+        health = await tenant_health(self.index, self.settings.tenants, infos=tenants)
+        earlier = self._tenant_health or {}
+        self._tenant_health = {name: health[name] for name in sorted(self.settings.tenants)}
+        for name, now in self._tenant_health.items():
+            condition = now.condition
+            self.metrics.tenant_state(name, loaded=now.info is not None, split=condition is TenantCondition.SPLIT)
+            before = earlier.get(name)
+            if condition in (TenantCondition.SPLIT, TenantCondition.NO_DATA) and (
+                before is None or before.condition is not condition
+            ):
+                log.warning("tenant %s: %s", name, now.describe())
         for name, info in tenants.items():
             self.metrics.index_generation.labels(name).set(info.generation)
             try:
@@ -189,13 +201,41 @@ class Service:
         return Check(True, "reachable")
 
     async def _check_index(self) -> Check:
-        expected = self.settings.tenants
-        if not self._tenants_loaded:
-            return Check(False, "tenant generations not loaded yet")
-        missing = sorted(t for t in expected if self.index.generation(t) is None)
-        if missing:
-            return Check(False, f"no data loaded for tenant(s) {', '.join(missing)}")
-        return Check(True, f"{len(expected)} tenant(s) loaded")
+        """Ready once the tenants' generations were read. A tenant without data, or split by an interrupted
+        import, is named here (and in the body's `tenants`, and the metrics) but does not make the instance
+        unready: the other tenants' calls are decided as usual, and that tenant's calls are decided on what
+        the index holds for them (no data: no basis, so blocked)."""
+        health = self._tenant_health
+        if health is None:
+            return Check(False, "tenant generations not read yet")
+        loaded = sum(1 for t in health.values() if t.info is not None)
+        campaigns = self._campaigns_by_tenant()
+        problems = [
+            f"{name} ({'campaign' if len(campaigns[name]) == 1 else 'campaigns'} {', '.join(campaigns[name])}): "
+            f"{tenant.describe()}"
+            for name, tenant in health.items()
+            if tenant.condition is not TenantCondition.LOADED
+        ]
+        return Check(True, "; ".join([f"{loaded} of {len(health)} tenant(s) loaded", *problems]))
+
+    def _campaigns_by_tenant(self) -> dict[str, list[str]]:
+        campaigns: dict[str, list[str]] = {}
+        for campaign in sorted(self.settings.campaigns.values(), key=lambda c: c.id):
+            campaigns.setdefault(campaign.tenant, []).append(campaign.id)
+        return campaigns
+
+    def tenants(self) -> dict[str, dict[str, Any]]:
+        """The configured tenants as last read, for the /readyz body."""
+        campaigns = self._campaigns_by_tenant()
+        return {
+            name: {
+                "condition": tenant.condition.value,
+                "generation": tenant.generation,
+                "campaigns": campaigns[name],
+                "detail": tenant.describe(),
+            }
+            for name, tenant in (self._tenant_health or {}).items()
+        }
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive", "uptime_seconds": round(time.time() - self.started_at, 1)})
@@ -220,7 +260,11 @@ class Service:
     async def _readyz(self, request: web.Request) -> web.Response:
         results = await self.readiness()
         ready = all(c.ok for c in results.values())
-        body = {"ready": ready, "checks": {n: {"ok": c.ok, "detail": c.detail} for n, c in results.items()}}
+        body = {
+            "ready": ready,
+            "checks": {n: {"ok": c.ok, "detail": c.detail} for n, c in results.items()},
+            "tenants": self.tenants(),
+        }
         return web.json_response(body, status=200 if ready else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -16,8 +16,9 @@ Layout (prefix `gk` by default; T = tenant, G = generation, S = sub-bucket):
     gk:{tag}:o:T          hash   field -> objections registered one by one (survive snapshot imports)
     gk:{tag}:s            hash   field -> global suppressions (erasures, do-not-call-anyone)
     gk:tenants            hash   T -> JSON summary of the current generation (for operators and metrics)
+    gk:switches           hash   T -> JSON journal of a generation switch under way (or interrupted)
     gk:genseq             string generation counter
-    gk:lock:T             string import lock
+    gk:lock:T             string import lock (a short TTL, refreshed while the import runs)
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class Generation:
 class Keyspace:
     """Key names and number hashing for one deployment (prefix + pepper)."""
 
-    __slots__ = ("_pepper", "genseq", "prefix", "tenants")
+    __slots__ = ("_pepper", "genseq", "prefix", "switches", "tenants")
 
     def __init__(self, prefix: str, pepper: bytes) -> None:
         if not pepper:
@@ -84,6 +85,7 @@ class Keyspace:
         self._pepper = pepper
         self.prefix = prefix
         self.tenants = f"{prefix}:tenants"
+        self.switches = f"{prefix}:switches"
         self.genseq = f"{prefix}:genseq"
 
     def __repr__(self) -> str:

@@ -3,8 +3,9 @@
 Header: `tenant,number,kind,start,end,reference`. `kind` is consent, customer, objection or suppression
 (suppressions are global: tenant `*` or empty). `start`/`end` are ISO dates (whole days in the
 campaign's time zone) or date-times (exact instants; without an offset they are read in the region's
-time zone). Every invalid row becomes a `RowError` with its line number; nothing here raises for bad data
-except a file that cannot be read at all (`ImportFileError`).
+time zone). CRM exports that name the columns their own way (`telefoonnummer`, `klant`) are read through
+a `ColumnMap`. Every invalid row becomes a `RowError` with its line number; nothing here raises for bad
+data except a file that cannot be read at all (`ImportFileError`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import datetime as dt
 import io
 import json
 import re
-from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -28,8 +29,10 @@ from gatekeeper.core.numbers import NumberPlan, country_time_zones, normalise
 from gatekeeper.index import codec
 from gatekeeper.index.codec import Kind
 
-COLUMNS = ("tenant", "number", "kind", "start", "end", "reference")
+COLUMNS = ("tenant", "number", "kind", "start", "end", "reference")  # the fields of a row
 REQUIRED = ("tenant", "number", "kind")
+MAP_OPTION = "--map"
+MAP_TABLE = "[import.columns]"
 GLOBAL_TENANTS = frozenset({"", "*"})
 _KINDS = {k.name.lower(): k for k in Kind}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -47,6 +50,7 @@ class Row(NamedTuple):
     e164: str
     kind: Kind
     entry: bytes
+    start: dt.date | dt.datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,133 @@ class RowError:
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.field}: {self.message}"
+
+
+class WarningKind(StrEnum):
+    DUPLICATE = "duplicate"  # the same fact as an earlier row of the file (stored once)
+    FUTURE = "future"  # a fact that starts after the import: it counts only from then
+
+
+@dataclass(frozen=True, slots=True)
+class RowWarning:
+    """A row that was imported but deserves a look."""
+
+    line: int
+    kind: WarningKind
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+class ColumnMapError(ValueError):
+    """A column mapping that cannot be used: not COLUMN=FIELD, an unknown field, two columns for one field."""
+
+
+class ColumnMapping(NamedTuple):
+    column: str  # lower case, as the file's header names it
+    field: str  # one of COLUMNS
+    origin: str  # where it was given: MAP_OPTION or MAP_TABLE
+
+    def __str__(self) -> str:
+        return f"{self.origin} {self.column}={self.field}"
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnMap:
+    """Which column of an import file holds which field, for files whose header names them otherwise.
+
+    Column names are compared in lower case; a column that is not mapped keeps its own name, so a file with
+    the standard header needs no mapping. A column given on the command line (`--map`) must be in the file;
+    one from the configuration (`[import.columns]`, a mapping for every export of a CRM) may be absent.
+    """
+
+    mappings: tuple[ColumnMapping, ...] = ()
+
+    @classmethod
+    def of(cls, pairs: Iterable[tuple[str, str]], origin: str) -> ColumnMap:
+        """A map from (column, field) pairs; `origin` names where they come from in error messages."""
+        mappings: list[ColumnMapping] = []
+        for column_text, field_text in pairs:
+            column, target = column_text.strip().lower(), field_text.strip().lower()
+            if not column or not target:
+                raise ColumnMapError(f"{origin}: {column_text}={field_text} needs a column and a field")
+            if target not in COLUMNS:
+                raise ColumnMapError(
+                    f"{origin}: {column}={target}: {target!r} is not a field; the fields are {', '.join(COLUMNS)}"
+                )
+            for earlier in mappings:
+                if earlier.column == column:
+                    raise ColumnMapError(f"{origin}: column {column!r} is mapped twice")
+                if earlier.field == target:
+                    raise ColumnMapError(f"{origin}: columns {earlier.column!r} and {column!r} both map to {target}")
+            mappings.append(ColumnMapping(column, target, origin))
+        return cls(tuple(mappings))
+
+    @classmethod
+    def parse(cls, text: str, origin: str = MAP_OPTION) -> ColumnMap:
+        """`telefoonnummer=number,klant=tenant` (the `--map` option)."""
+        pairs = []
+        for item in text.split(","):
+            if not item.strip():
+                continue
+            column, sep, target = item.partition("=")
+            if not sep:
+                raise ColumnMapError(f"{origin}: {item.strip()!r} is not COLUMN=FIELD (e.g. telefoonnummer=number)")
+            pairs.append((column, target))
+        if not pairs:
+            raise ColumnMapError(f"{origin}: empty; give COLUMN=FIELD pairs, e.g. telefoonnummer=number,klant=tenant")
+        return cls.of(pairs, origin)
+
+    def then(self, later: ColumnMap) -> ColumnMap:
+        """This map overridden by `later` (the command line over the configuration): a mapping of `later`
+        replaces any of this map for the same column or the same field."""
+        columns = {m.column for m in later.mappings}
+        fields = {m.field for m in later.mappings}
+        kept = tuple(m for m in self.mappings if m.column not in columns and m.field not in fields)
+        return ColumnMap(kept + later.mappings)
+
+    def rename(self) -> dict[str, str]:
+        """Lower-case column name -> field, for every name that gives a field (mapped or standard)."""
+        names = {c: c for c in COLUMNS}
+        for m in self.mappings:
+            names[m.column] = m.field
+        return names
+
+    def fields(self, header: Sequence[str]) -> list[str | None]:
+        """The field each column of a CSV header holds (None: not imported), or an ImportFileError that says
+        which column is missing or ambiguous and how to map it."""
+        names = [h.strip().lower() for h in header]
+        absent = [m for m in self.mappings if m.origin == MAP_OPTION and m.column not in names]
+        if absent:
+            raise ImportFileError(
+                f"line 1: {absent[0]}: the file has no column {absent[0].column!r} (its columns: {', '.join(names)})"
+            )
+        rename = self.rename()
+        fields = [rename.get(n) for n in names]
+        first: dict[str, str] = {}
+        for name, target in zip(names, fields, strict=True):
+            if target is None:
+                continue
+            if target in first:
+                raise ImportFileError(
+                    f"line 1: columns {first[target]!r} and {name!r} both give the field {target}; "
+                    f"map only one of them ({MAP_OPTION} COLUMN={target})"
+                )
+            first[target] = name
+        missing = [c for c in REQUIRED if c not in first]
+        if missing:
+            unmatched = [str(m) for m in self.mappings if m.field in missing]
+            tried = f"; no column matches {', '.join(unmatched)}" if unmatched else ""
+            raise ImportFileError(
+                f"line 1: the header lacks {', '.join(missing)} (expected {','.join(COLUMNS)}; got {','.join(names)}"
+                f"{tried}); name the columns that hold them with {MAP_OPTION} COLUMN=FIELD,… or {MAP_TABLE}, "
+                f"e.g. {MAP_OPTION} telefoonnummer=number"
+            )
+        return fields
+
+
+NO_MAPPING = ColumnMap()
 
 
 def detect_format(path: Path, first_line: str) -> str:
@@ -95,38 +226,35 @@ def count_lines(path: Path) -> int:
     return lines
 
 
-def read(path: Path) -> Iterator[tuple[int, Mapping[str, str]] | RowError]:
-    """Raw rows with their line numbers, or a RowError for a row that cannot even be split."""
+def read(path: Path, columns: ColumnMap = NO_MAPPING) -> Iterator[tuple[int, Mapping[str, str]] | RowError]:
+    """Raw rows (field -> text) with their line numbers, or a RowError for a row that cannot even be split."""
     text = _open(path)
     try:
         first = text.readline()
         fmt = detect_format(path, first)
         text.seek(0)
         if fmt == "jsonl":
-            yield from _read_jsonl(text)
+            yield from _read_jsonl(text, columns)
         else:
-            yield from _read_csv(text, first)
+            yield from _read_csv(text, first, columns)
     except UnicodeDecodeError as exc:
         raise ImportFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     finally:
         text.close()
 
 
-def _read_csv(text: io.TextIOWrapper, first: str) -> Iterator[tuple[int, Mapping[str, str]] | RowError]:
+def _read_csv(
+    text: io.TextIOWrapper, first: str, columns: ColumnMap
+) -> Iterator[tuple[int, Mapping[str, str]] | RowError]:
     delimiter = detect_delimiter(first)
     reader = csv.reader(text, delimiter=delimiter)
     try:
-        header = [h.strip().lower() for h in next(reader)]
+        header = next(reader)
     except StopIteration:
         raise ImportFileError("the file is empty (expected a header: " + ",".join(COLUMNS) + ")") from None
     except csv.Error as exc:
         raise ImportFileError(f"line 1: {exc}") from None
-    missing = [c for c in REQUIRED if c not in header]
-    if missing:
-        raise ImportFileError(
-            f"line 1: the header lacks {', '.join(missing)} (expected {','.join(COLUMNS)}; got {','.join(header)})"
-        )
-    positions = [(name, i) for i, name in enumerate(header) if name in COLUMNS]
+    positions = [(name, i) for i, name in enumerate(columns.fields(header)) if name is not None]
     width = len(header)
     while True:
         try:
@@ -144,7 +272,8 @@ def _read_csv(text: io.TextIOWrapper, first: str) -> Iterator[tuple[int, Mapping
         yield reader.line_num, {name: values[i] for name, i in positions}
 
 
-def _read_jsonl(text: io.TextIOWrapper) -> Iterator[tuple[int, Mapping[str, str]] | RowError]:
+def _read_jsonl(text: io.TextIOWrapper, columns: ColumnMap) -> Iterator[tuple[int, Mapping[str, str]] | RowError]:
+    rename = columns.rename()
     for line_no, line in enumerate(text, 1):
         if not line.strip():
             continue
@@ -158,9 +287,9 @@ def _read_jsonl(text: io.TextIOWrapper) -> Iterator[tuple[int, Mapping[str, str]
             continue
         row: dict[str, str] = {}
         bad = None
-        for name in COLUMNS:
-            value = obj.get(name)
-            if value is None:
+        for key, value in obj.items():
+            name = rename.get(key.lower())
+            if name is None or value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, str | int):
                 bad = name
@@ -170,39 +299,6 @@ def _read_jsonl(text: io.TextIOWrapper) -> Iterator[tuple[int, Mapping[str, str]
             yield RowError(line_no, bad, "must be a string")
             continue
         yield line_no, row
-
-
-def tenant_counts(path: Path) -> Counter[str]:
-    """Rows per tenant (suppressions excluded), read cheaply: only the tenant and kind columns."""
-    counts: Counter[str] = Counter()
-    text = _open(path)
-    try:
-        first = text.readline()
-        text.seek(0)
-        if detect_format(path, first) == "jsonl":
-            for item in _read_jsonl(text):
-                if not isinstance(item, RowError) and item[1].get("kind", "").strip().lower() != "suppression":
-                    counts[item[1].get("tenant", "").strip()] += 1
-        else:
-            delimiter = detect_delimiter(first)
-            reader = csv.reader(text, delimiter=delimiter)
-            header = [h.strip().lower() for h in next(reader, [])]
-            if "tenant" not in header or "kind" not in header:
-                return counts
-            ti, ki = header.index("tenant"), header.index("kind")
-            width = len(header)
-            try:
-                for values in reader:
-                    if len(values) == width and values[ki].strip().lower() != "suppression":
-                        counts[values[ti].strip()] += 1
-            except csv.Error:
-                pass  # the validating pass reports the row
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    finally:
-        text.close()
-    counts.pop("", None)
-    return counts
 
 
 def region_zone(region: str) -> ZoneInfo | None:
@@ -226,6 +322,13 @@ class Validator:
         self.region = region
         self.zone = region_zone(region)
         self.now = now
+        self.today = now.astimezone(self.zone or dt.UTC).date()
+
+    def in_future(self, row: Row) -> bool:
+        """Whether the fact starts after the import's time (a date: after today in the region's zone)."""
+        if isinstance(row.start, dt.datetime):
+            return row.start > self.now
+        return row.start > self.today
 
     def _moment(self, line: int, name: str, text: str) -> dt.date | dt.datetime | RowError:
         text = text.strip()
@@ -294,7 +397,7 @@ class Validator:
             entry = codec.entry(kind, start, end, reference)
         except codec.EncodingError as exc:
             return RowError(line, "reference" if "reference" in str(exc) else "start", str(exc))
-        return Row(line, tenant, number.e164, kind, entry)
+        return Row(line, tenant, number.e164, kind, entry, start)
 
 
 def _earliest(moment: dt.date | dt.datetime) -> dt.datetime:

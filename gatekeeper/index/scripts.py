@@ -117,18 +117,44 @@ return 1
 # Erase one number in one tag: remove it from every tenant generation (current and being built) and from
 # the objections, and leave a global suppression entry. KEYS: pointer, suppressions, then the hashes to
 # clear; ARGV: field, suppression entry, fingerprint of the pointer hash the caller computed the keys
-# from (the script refuses when a generation changed in between). Reply: hash fields removed.
+# from (the script refuses when a generation changed in between). Reply: per hash to clear, the fields
+# removed from it (0 or 1), in KEYS order.
 ERASE = r"""
 local all = redis.call('HGETALL', KEYS[1])
 local parts = {}
 for i = 1, #all, 2 do parts[#parts + 1] = all[i] .. '=' .. all[i + 1] end
 table.sort(parts)
 if table.concat(parts, ',') ~= ARGV[3] then return redis.error_reply('STALE pointer') end
-local removed = 0
-for i = 3, #KEYS do removed = removed + redis.call('HDEL', KEYS[i], ARGV[1]) end
+local removed = {}
+for i = 3, #KEYS do removed[#removed + 1] = redis.call('HDEL', KEYS[i], ARGV[1]) end
 local old = redis.call('HGET', KEYS[2], ARGV[1]) or '\1'
 redis.call('HSET', KEYS[2], ARGV[1], old .. ARGV[2])
 return removed
+"""
+
+# Count records into (or out of) a tenant's summary, and for an import also stamp it, but only while the
+# summary still describes the generation the records were counted in. KEYS: tenants; ARGV: tenant, change
+# in records, generation number, imported_at and source ("" keeps them). Reply: 1 if counted, else 0.
+COUNT = r"""
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local info = cjson.decode(raw)
+if tostring(info.generation) ~= ARGV[3] then return 0 end
+info.records = math.max(0, (tonumber(info.records) or 0) + tonumber(ARGV[2]))
+if ARGV[4] ~= '' then info.imported_at = ARGV[4] end
+if ARGV[5] ~= '' then info.source = ARGV[5] end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(info))
+return 1
+"""
+
+# The import lock: extended (PEXPIRE) or released only by its holder. KEYS: lock; ARGV: token[, ms].
+LOCK_EXTEND = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+LOCK_RELEASE = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # Many lookups of one tenant in one call, for scrubs on a standalone Redis (not Redis Cluster: the keys

@@ -10,7 +10,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -29,6 +29,8 @@ from gatekeeper.index.keys import ALL_TAGS, BUILD_SUFFIX, Generation, Keyspace, 
 
 DEFAULT_VALUE_LIMIT = 64  # Redis' default hash-max-listpack-value
 MAX_STALE_RETRIES = 3
+LOCK_TTL = 15.0  # seconds a tenant's lock outlives its holder's last sign of life (an import extends it)
+FIRST_WRITE_LOCK_TTL = 30.0  # seconds: creating a first generation is a few pipelined writes
 
 Client = aioredis.Redis
 Pipeline = Any  # redis.asyncio pipelines are untyped enough that Any is the honest type
@@ -68,7 +70,10 @@ class TenantInfo:
 
     @classmethod
     def from_json(cls, tenant: str, raw: bytes | str) -> TenantInfo:
-        data = json.loads(raw)
+        return cls.from_fields(tenant, json.loads(raw))
+
+    @classmethod
+    def from_fields(cls, tenant: str, data: dict[str, Any]) -> TenantInfo:
         return cls(
             tenant=tenant,
             generation=int(data["generation"]),
@@ -78,17 +83,45 @@ class TenantInfo:
             source=str(data.get("source", "")),
         )
 
+    @property
+    def current(self) -> Generation:
+        return Generation(self.generation, self.sub_bits)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "sub_bits": self.sub_bits,
+            "records": self.records,
+            "imported_at": self.imported_at,
+            "source": self.source,
+        }
+
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "generation": self.generation,
-                "sub_bits": self.sub_bits,
-                "records": self.records,
-                "imported_at": self.imported_at,
-                "source": self.source,
-            },
-            sort_keys=True,
-        )
+        return json.dumps(self.fields(), sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """The journal of one tenant's generation switch (`gk:switches`): written before the first hash tag
+    switches, removed once the tenant's summary names the new generation. Found while no import holds the
+    tenant's lock, it marks a switch its import did not live to finish: the tenant is split, some numbers
+    read from the new generation and the others from the old one, until the next import finishes it."""
+
+    target: TenantInfo  # the tenant's summary once every tag points to the new generation
+    previous: int | None  # the generation being replaced (None: the tenant's first data)
+
+    @property
+    def generation(self) -> Generation:
+        return self.target.current
+
+    @classmethod
+    def from_json(cls, tenant: str, raw: bytes | str) -> Switch:
+        data = json.loads(raw)
+        previous = data.get("previous")
+        return cls(TenantInfo.from_fields(tenant, data["target"]), None if previous is None else int(previous))
+
+    def to_json(self) -> str:
+        return json.dumps({"target": self.target.fields(), "previous": self.previous}, sort_keys=True)
 
 
 class Script:
@@ -121,7 +154,10 @@ APPEND = Script(scripts.APPEND)
 SWITCH = Script(scripts.SWITCH)
 ERASE = Script(scripts.ERASE)
 LOOKUP_BULK = Script(scripts.LOOKUP_BULK)
-ALL_SCRIPTS = (LOOKUP, MERGE, APPEND, SWITCH, ERASE, LOOKUP_BULK)
+COUNT = Script(scripts.COUNT)
+LOCK_EXTEND = Script(scripts.LOCK_EXTEND)
+LOCK_RELEASE = Script(scripts.LOCK_RELEASE)
+ALL_SCRIPTS = (LOOKUP, MERGE, APPEND, SWITCH, ERASE, LOOKUP_BULK, COUNT, LOCK_EXTEND, LOCK_RELEASE)
 MAX_IN_FLIGHT = 8  # lookups sent on their own before waiting ones are batched into pipelines
 BULK_NUMBERS = 100  # numbers per LOOKUP_BULK call: keeps each script run well under a millisecond
 
@@ -139,6 +175,43 @@ async def run_pipeline(client: Client, fill: Callable[[Pipeline], None]) -> list
             for script in ALL_SCRIPTS:
                 await client.script_load(script.source)
     raise AssertionError("unreachable")
+
+
+class TenantLock:
+    """The lock that keeps writers of one tenant's generations apart (imports, a first write).
+
+    It expires `ttl` seconds after its holder last extended it, so the lock of an import that was killed is
+    gone within seconds, while a live import extends it as it goes (`Loader` does, every third of the TTL).
+    Only the holder (its random token) extends or releases it.
+    """
+
+    __slots__ = ("client", "key", "tenant", "token", "ttl")
+
+    def __init__(self, client: Client, keys: Keyspace, tenant: str, ttl: float = LOCK_TTL) -> None:
+        self.client = client
+        self.tenant = tenant
+        self.key = keys.lock(tenant)
+        self.ttl = ttl
+        self.token = secrets.token_hex(8)
+
+    @property
+    def _milliseconds(self) -> int:
+        return max(1, round(self.ttl * 1000))
+
+    async def acquire(self) -> bool:
+        return bool(await self.client.set(self.key, self.token, nx=True, px=self._milliseconds))
+
+    async def extend(self) -> bool:
+        """Push the expiry out by a TTL; False if the lock expired meanwhile (it may have another holder)."""
+        return bool(await LOCK_EXTEND(self.client, [self.key], [self.token, self._milliseconds]))
+
+    async def release(self) -> None:
+        await LOCK_RELEASE(self.client, [self.key], [self.token])
+
+    async def holder_expires_in(self) -> float | None:
+        """Seconds until the lock expires unless its holder extends it (None: nobody holds it)."""
+        milliseconds = int(await self.client.pttl(self.key))
+        return milliseconds / 1000 if milliseconds >= 0 else None
 
 
 class ConsentIndex:
@@ -174,6 +247,21 @@ class ConsentIndex:
     async def tenants(self) -> dict[str, TenantInfo]:
         raw = await self.client.hgetall(self.keys.tenants)
         return {text(k): TenantInfo.from_json(text(k), v) for k, v in raw.items()}
+
+    async def switches(self) -> dict[str, Switch]:
+        """Generation switches under way, or left unfinished by an import that died (see `Switch`)."""
+        raw = await self.client.hgetall(self.keys.switches)
+        return {text(k): Switch.from_json(text(k), v) for k, v in raw.items()}
+
+    async def locked(self, tenants: Sequence[str]) -> set[str]:
+        """The tenants whose lock an import (or a first write) holds now."""
+
+        def fill(pipe: Pipeline) -> None:
+            for tenant in tenants:
+                pipe.exists(self.keys.lock(tenant))
+
+        held = await run_pipeline(self.client, fill) if tenants else []
+        return {tenant for tenant, exists in zip(tenants, held, strict=True) if exists}
 
     async def warm(self) -> dict[str, TenantInfo]:
         """Load the scripts and every tenant's generation, so the first lookups need no retry."""
@@ -379,7 +467,7 @@ class ConsentIndex:
                 raise
             created, added, skipped = (int(x) for x in replies[0])
             if created:
-                await self._count_records(tenant, created)
+                await self.count_records(tenant, created, current)
             return UpsertResult(key, created=bool(created), added=added, suppressed=bool(skipped))
         raise IndexUnavailable(f"the generation of tenant {tenant!r} kept changing during the update")
 
@@ -389,13 +477,12 @@ class ConsentIndex:
             existing = Generation.decode(await self.client.hget(self.keys.pointer(ALL_TAGS[0]), tenant))
             if existing is not None:
                 return existing
-            token = secrets.token_hex(8)
-            if await self.client.set(self.keys.lock(tenant), token, nx=True, ex=30):
+            lock = TenantLock(self.client, self.keys, tenant, FIRST_WRITE_LOCK_TTL)
+            if await lock.acquire():
                 try:
                     return await self._create_first_generation(tenant)
                 finally:
-                    if await self.client.get(self.keys.lock(tenant)) == token.encode():
-                        await self.client.delete(self.keys.lock(tenant))
+                    await lock.release()
             await asyncio.sleep(0.05)  # an import or another writer holds the lock: it creates the generation
         raise IndexUnavailable(f"tenant {tenant!r} is locked by an import; try again")
 
@@ -415,11 +502,17 @@ class ConsentIndex:
         self._generations[tenant] = gen
         return gen
 
-    async def _count_records(self, tenant: str, created: int) -> None:
-        raw = await self.client.hget(self.keys.tenants, tenant)
-        if raw:
-            info = TenantInfo.from_json(tenant, raw)
-            await self.client.hset(self.keys.tenants, tenant, replace(info, records=info.records + created).to_json())
+    async def count_records(
+        self, tenant: str, change: int, generation: Generation, *, imported_at: str = "", source: str = ""
+    ) -> bool:
+        """Add `change` (may be negative) to the record count of the tenant's summary, atomically, if the
+        summary still describes `generation`; an import also stamps its time and source."""
+        reply = await COUNT(
+            self.client,
+            [self.keys.tenants],
+            [tenant, change, str(generation.number), imported_at, source],
+        )
+        return bool(reply)
 
     async def object(self, tenant: str, e164: str, at: dt.datetime, reference: str = "") -> NumberKey:
         """Register an objection; it blocks the very next lookup and survives snapshot imports."""
@@ -437,7 +530,9 @@ class ConsentIndex:
     async def erase(self, e164: str, at: dt.datetime, reference: str = "erasure") -> int:
         """GDPR art. 17: drop the number's facts for every tenant and leave a global suppression.
 
-        Returns how many records were removed. Retries when an import switched a generation meanwhile.
+        Returns how many hash fields were removed (records, spilled records, objections). The tenants' record
+        counts drop by the records removed from their current generations. Retries when an import switched a
+        generation meanwhile.
         """
         key = self.keys.number_key(e164)
         entry = codec.entry(codec.Kind.SUPPRESSION, at, None, reference)
@@ -447,6 +542,7 @@ class ConsentIndex:
             current = {text(k): text(v) for k, v in raw.items()}
             fingerprint = ",".join(sorted(f"{k}={v}" for k, v in current.items()))
             targets: list[str] = []
+            counted: dict[int, tuple[str, Generation]] = {}  # target index -> the current generation it holds
             tenants = {name.removesuffix(BUILD_SUFFIX) for name in current}
             tenants.update(await self._tenant_names())
             for name, value in current.items():
@@ -454,6 +550,8 @@ class ConsentIndex:
                 if gen is not None:
                     tenant = name.removesuffix(BUILD_SUFFIX)
                     sub = key.sub(gen.sub_bits)
+                    if name == tenant:
+                        counted[len(targets)] = (tenant, gen)
                     targets += [self.keys.data(key.tag, tenant, gen, sub), self.keys.spill(key.tag, tenant, gen, sub)]
             targets += [self.keys.objections(key.tag, t) for t in sorted(tenants)]
             try:
@@ -466,7 +564,10 @@ class ConsentIndex:
                 if "STALE" in str(exc):
                     continue
                 raise
-            return int(removed)
+            for position, (tenant, gen) in counted.items():
+                if int(removed[position]):  # the data hash holds every record (a spilled one as a marker)
+                    await self.count_records(tenant, -1, gen)
+            return sum(int(n) for n in removed)
         raise IndexUnavailable("generations kept changing during the erasure; try again")
 
     async def _tenant_names(self) -> set[str]:
@@ -480,6 +581,16 @@ class ConsentIndex:
                 pipe.hmget(self.keys.pointer(tag), fields)
 
         return await run_pipeline(self.client, fill)
+
+    async def pointer_hashes(self) -> list[dict[str, Generation | None]]:
+        """Every tag's generation pointer hash (field -> generation), in ALL_TAGS order (one pipeline)."""
+
+        def fill(pipe: Pipeline) -> None:
+            for tag in ALL_TAGS:
+                pipe.hgetall(self.keys.pointer(tag))
+
+        replies = await run_pipeline(self.client, fill)
+        return [{text(k): Generation.decode(v) for k, v in reply.items()} for reply in replies]
 
     async def pointer_state(self, tenant: str) -> dict[str, tuple[Generation | None, Generation | None]]:
         """Per tag: (current, being built) generation of a tenant; for operators and tests."""

@@ -375,3 +375,54 @@ def test_token_create_shows_the_secret_once_and_prints_the_entry_that_accepts_it
     with pytest.raises(SystemExit) as exc:
         main(["token", "create", "--role", "root"])
     assert exc.value.code == 2
+
+
+def test_import_maps_the_columns_of_a_crm_export(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "crm.csv"
+    export.write_text("Klant;Telefoonnummer;Soort;Begin;Kenmerk\nacme;0612345678;consent;2025-01-01;crm-7\n")
+    code, _, err = run(capsys, "--config", str(config), "import", str(export))
+    assert code == 2 and "the header lacks tenant, number, kind" in err and "--map telefoonnummer=number" in err
+    code, _, err = run(capsys, "--config", str(config), "import", str(export), "--map", "telefoonnummer=nummer")
+    assert code == 2 and "'nummer' is not a field; the fields are tenant, number, kind" in err
+    code, _, err = run(capsys, "--config", str(config), "import", str(export), "--map", "telefoon=number,klant=tenant")
+    assert code == 2 and "--map telefoon=number: the file has no column 'telefoon'" in err
+    mapping = "telefoonnummer=number,klant=tenant,soort=kind,begin=start,kenmerk=reference"
+    code, out, _ = run(capsys, "--config", str(config), "import", str(export), "--map", mapping)
+    assert code == 0 and "imported 1 of 1 rows" in out
+    _, result = check_json(capsys, config, "0612345678", "--campaign", "acme-sales", "--at", "2026-12-01T10:30")
+    assert result["basis_reference"] == "crm-7"
+    # The same mapping in the configuration; --map still overrides one column of it.
+    config.write_text(config.read_text() + '\n[import.columns]\ntelefoonnummer = "number"\nklant = "tenant"\n'
+                      'soort = "kind"\nbegin = "start"\nkenmerk = "reference"\n')  # fmt: skip
+    export.write_text("Klant;Mobiel;Soort;Begin;Kenmerk\nacme;0612345679;consent;2025-01-01;crm-8\n")
+    code, out, _ = run(capsys, "--config", str(config), "import", str(export), "--map", "mobiel=number")
+    assert code == 0 and "imported 1 of 1 rows" in out
+    _, result = check_json(capsys, config, "0612345679", "--campaign", "acme-sales", "--at", "2026-12-01T10:30")
+    assert result["basis_reference"] == "crm-8"
+
+
+def test_import_warns_about_duplicate_rows_and_facts_dated_later(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = ["acme,0612345678,consent,2025-01-01,,form-1", "acme,0612345678,consent,2025-01-01,,form-1",
+            "acme,0612345679,consent,2099-01-01,,later", "acme,+31612345678,consent,2025-01-01,,form-1"]  # fmt: skip
+    code, out, err = run(capsys, "--config", str(config), "import", str(write_csv(tmp_path / "d.csv", rows)))
+    assert code == 0 and out == ""  # imported, with warnings (on stderr)
+    assert "imported 4 of 4 rows" in err and "(4 rows, 2 new records)" in err
+    assert ("warning: 2 rows repeat the fact of an earlier row (stored once):\n  line 3: the same fact as line 2\n"
+            "  line 5: the same fact as line 2\n") in err  # fmt: skip
+    assert ("warning: 1 row starts after the import (the fact counts only from then):\n"
+            "  line 4: start 2099-01-01 is later than the import") in err  # fmt: skip
+
+
+def test_status_counts_what_is_left_after_an_erasure(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--config", str(loaded), "status")
+    assert code == 0 and "acme: generation" in out and "(3 records," in out
+    assert run(capsys, "--config", str(loaded), "erase", "0612345679")[0] == 0
+    code, out, _ = run(capsys, "--config", str(loaded), "status")
+    assert code == 0 and "(2 records," in out
+    loaded.write_text(loaded.read_text() + '\n[campaigns.donors]\ntenant = "goededoel"\n')
+    code, out, _ = run(capsys, "--config", str(loaded), "status")
+    assert code == 0 and "goededoel: no data loaded; campaigns donors" in out

@@ -15,7 +15,8 @@ from gatekeeper.devservers import PrivateRedis
 from gatekeeper.index import codec
 from gatekeeper.index.keys import ALL_TAGS, TAGS, Generation, Keyspace
 from gatekeeper.index.loader import ImportRefused, Loader
-from gatekeeper.index.store import ConsentIndex, is_unavailable
+from gatekeeper.index.rows import WarningKind
+from gatekeeper.index.store import LOCK_TTL, ConsentIndex, TenantLock, is_unavailable
 from tests.conftest import write_csv
 
 NOW = dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)
@@ -330,3 +331,172 @@ async def test_upsert_writes_through_and_survives_a_snapshot_in_progress(index: 
     assert not (await index.lookup("fresh", "+31612345600")).facts  # not in the snapshot: replaced
     await index.erase("+31612345603", NOW)
     assert (await index.upsert("fresh", "+31612345603", [consent])).suppressed
+
+
+@pytest.mark.parametrize("replace", [False, True])
+async def test_rejected_rows_create_nothing(index: ConsentIndex, tmp_path: Path, replace: bool) -> None:
+    rejected = [
+        "belburo,0612345600,consent,2025-01-01,,typo-tenant-bad-number",  # not a number: rejected
+        "belburo,0612345601,sometimes,2025-01-01,,",  # not a kind
+        "bel buro,0612345602,consent,2025-01-01,,",  # not a tenant name
+        "belburo,0612345603,consent,,,",  # no start
+    ]
+    only_rejected = write_csv(tmp_path / "bad.csv", [rejected[0].replace("0612345600", "06123"), *rejected[1:]])
+    report = await Loader(index).load(only_rejected, region="NL", replace=replace, now=NOW)
+    assert (report.accepted, report.error_count, report.tenants) == (0, 4, {})
+    assert await keys_of(index) == []  # no generation, no pointer hashes, no summary, no generation counter
+
+    mixed = write_csv(tmp_path / "mixed.csv", ["acme,0612345678,consent,2025-01-01,,ok", *rejected[1:]])
+    report = await Loader(index).load(mixed, region="NL", replace=replace, now=NOW)
+    assert (report.accepted, report.error_count, set(report.tenants)) == (1, 3, {"acme"})
+    assert set(await index.tenants()) == {"acme"}
+    assert not [k for k in await keys_of(index) if b"buro" in k]
+    pointers = await index.pointer_hashes()
+    assert {name for pointer in pointers for name in pointer} == {"acme"}
+
+
+async def test_duplicate_rows_and_future_facts_are_reported(index: ConsentIndex, tmp_path: Path) -> None:
+    rows = [
+        "acme,0612345678,consent,2025-01-01,,form-1",  # line 2
+        "acme,0612345679,consent,2025-01-01,,form-2",  # line 3
+        "acme,0612345678,consent,2025-01-01,,form-1",  # line 4: the same as line 2
+        "acme,06 1234 5678,consent,2025-01-01,,form-1",  # line 5: the same fact, the number written otherwise
+        "acme,0612345678,consent,2025-01-01,,form-1b",  # line 6: another reference: a fact of its own
+        "other,0612345678,consent,2025-01-01,,form-1",  # line 7: another tenant
+        "acme,0612345679,consent,2030-01-01,,later",  # line 8: starts in 2030
+        "acme,0612345679,consent,2025-01-01,,form-2",  # line 9: the same as line 3, in a later batch
+        "acme,0612345680,objection,2026-11-29,,tomorrow",  # line 10: tomorrow (the import runs on 2026-11-28)
+        "acme,0612345681,objection,2026-11-28,,today",  # line 11: today is not the future
+        "acme,0612345682,consent,2026-11-28T12:00:01+00:00,,a second later",  # line 12
+        ",0612345690,suppression,,,",  # line 13: now
+        ",0612345690,suppression,,,",  # line 14: the same
+    ]
+    report = await Loader(index, batch_rows=4).load(write_csv(tmp_path / "a.csv", rows), region="NL", now=NOW)
+    assert report.accepted == len(rows) and report.error_count == 0
+    duplicates = [(w.line, w.message) for w in report.warnings[WarningKind.DUPLICATE]]
+    assert duplicates == [
+        (4, "the same fact as line 2"),
+        (5, "the same fact as line 2"),
+        (9, "the same fact as line 3"),
+        (14, "the same fact as line 13"),
+    ]
+    assert report.warning_counts[WarningKind.DUPLICATE] == 4
+    future = [(w.line, w.message) for w in report.warnings[WarningKind.FUTURE]]
+    assert future == [
+        (8, "start 2030-01-01 is later than the import (2026-11-28): this consent counts only from then"),
+        (10, "start 2026-11-29 is later than the import (2026-11-28): this objection counts only from then"),
+        (12, "start 2026-11-28T12:00:01+00:00 is later than the import (2026-11-28): this consent counts only from "
+             "then"),
+    ]  # fmt: skip
+    assert report.tenants["acme"].records_created == 5  # duplicates are stored once
+
+
+async def test_erase_lowers_the_record_count(index: ConsentIndex, tmp_path: Path) -> None:
+    rows = [f"acme,06123456{i:02d},consent,2025-01-01,,{'long-reference-' * 4}{i}" for i in range(3)]
+    rows += ["acme,0612345610,consent,2025-01-01,,short", "other,0612345600,customer,2020-01-01,,c"]
+    await Loader(index).load(write_csv(tmp_path / "a.csv", rows), region="NL", replace=True, now=NOW)
+    assert {name: info.records for name, info in (await index.tenants()).items()} == {"acme": 4, "other": 1}
+    await index.erase("+31612345600", NOW)  # a spilled record of acme and a record of other
+    await index.erase("+31612345610", NOW)
+    await index.erase("+31612345699", NOW)  # no record anywhere
+    assert {name: info.records for name, info in (await index.tenants()).items()} == {"acme": 2, "other": 0}
+    await index.erase("+31612345610", NOW)  # twice: counted once
+    assert (await index.tenants())["acme"].records == 2
+
+
+async def test_the_import_lock_expires_soon_after_its_holder_and_is_extended_while_it_runs(
+    index: ConsentIndex, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "a.csv", [f"acme,06123456{i:02d},consent,2025-01-01,," for i in range(4)])
+    loader = Loader(index, batch_rows=1, lock_ttl=0.6)
+    original = loader._send
+    sent = 0
+    pause = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def slow(*args: Any) -> None:
+        nonlocal sent
+        sent += 1
+        if sent == 2:
+            pause.set()
+            await resume.wait()
+        await original(*args)
+
+    loader._send = slow  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(loader.load(path, region="NL", replace=True, now=NOW))
+    await asyncio.wait_for(pause.wait(), 5)
+    lock = index.keys.lock("acme")
+    assert 0 < await index.client.pttl(lock) <= 600
+    for _ in range(3):  # three TTLs later, the running import still holds its lock
+        with pytest.raises(ImportRefused, match=r"another import of tenant 'acme' is running; if it died, its lock"):
+            await Loader(index).load(path, region="NL", now=NOW)
+        await asyncio.sleep(0.6)
+    resume.set()
+    report = await asyncio.wait_for(task, 10)
+    assert report.tenants["acme"].records_created == 4 and not await index.client.exists(lock)
+    # The default: a lock outlives a dead holder by 15 seconds at most (it was 10 minutes).
+    assert TenantLock(index.client, index.keys, "acme").ttl == LOCK_TTL <= 15
+
+
+async def test_an_import_that_lost_its_lock_stops_before_switching(
+    index: ConsentIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = write_csv(tmp_path / "good.csv", ["acme,0612345600,consent,2025-01-01,,good"])
+    await Loader(index).load(good, region="NL", replace=True, now=NOW)
+    path = write_csv(tmp_path / "a.csv", [f"acme,06123456{i:02d},consent,2025-01-01,,new" for i in range(4)])
+    found_gone = asyncio.Event()
+    extend = TenantLock.extend
+
+    async def watched(self: TenantLock) -> bool:
+        extended = await extend(self)
+        if not extended:
+            found_gone.set()
+        return extended
+
+    monkeypatch.setattr(TenantLock, "extend", watched)
+    loader = Loader(index, batch_rows=1, lock_ttl=1.0)
+    original = loader._send
+
+    async def stolen(*args: Any) -> None:
+        if not found_gone.is_set():  # the lock expired while this process stalled, and another writer took it
+            await index.client.set(index.keys.lock("acme"), "someone-else", ex=60)
+            await found_gone.wait()  # the next extension finds it gone
+        await original(*args)
+
+    loader._send = stolen  # type: ignore[method-assign,assignment]
+    with pytest.raises(ImportRefused, match="lost the lock of tenant"):
+        await asyncio.wait_for(loader.load(path, region="NL", replace=True, now=NOW), 10)
+    assert (await index.lookup("acme", "+31612345600")).facts.consents[0].reference == "good"
+    assert await index.client.get(index.keys.lock("acme")) == b"someone-else"  # not released: not ours
+
+
+async def test_an_import_ends_while_a_lock_extension_hangs_in_redis(
+    index: ConsentIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancellation that reaches a Redis command in flight can be swallowed by the client (it was, once in a
+    few runs): the import must not wait forever for the task that extends its locks."""
+    in_flight = asyncio.Event()
+    answer = asyncio.Event()
+
+    async def extension_that_ignores_cancellation(self: TenantLock) -> bool:
+        in_flight.set()
+        while True:
+            try:
+                await answer.wait()
+                return True
+            except asyncio.CancelledError:
+                continue  # what the client did with it
+
+    monkeypatch.setattr(TenantLock, "extend", extension_that_ignores_cancellation)
+    loader = Loader(index, batch_rows=1, lock_ttl=0.3)
+    original = loader._send
+
+    async def after_an_extension(*args: Any) -> None:
+        await in_flight.wait()
+        await original(*args)
+
+    loader._send = after_an_extension  # type: ignore[method-assign,assignment]
+    path = write_csv(tmp_path / "a.csv", ["acme,0612345600,consent,2025-01-01,,a"])
+    report = await asyncio.wait_for(loader.load(path, region="NL", replace=True, now=NOW), 5)
+    assert report.tenants["acme"].records_created == 1 and not await index.client.exists(index.keys.lock("acme"))
+    answer.set()

@@ -75,15 +75,39 @@ async def test_readiness_reports_what_is_wrong(tmp_path: Path) -> None:
     redis = PrivateRedis(port=port).start()
     settings = make_settings(redis.url, sections={})
     service = build_service(settings, registry=CollectorRegistry(), clock=pinned())
-    await service.start()  # no data loaded: the index check fails
+    await service.start()  # no data loaded for any tenant: said per tenant, but the instance is ready
     try:
         status, body = await get(service, "/readyz")
-        checks = json.loads(body)["checks"]
-        assert status == 503
-        assert checks["redis"]["ok"] is True
-        assert checks["index"] == {"ok": False, "detail": checks["index"]["detail"]}
-        assert "no data loaded for tenant(s) acme" in checks["index"]["detail"]
-        redis.stop()
+        ready = json.loads(body)
+        assert status == 200 and ready["ready"] is True
+        assert ready["checks"]["redis"]["ok"] is True
+        assert ready["checks"]["index"] == {
+            "ok": True,
+            "detail": "0 of 3 tenant(s) loaded; acme (campaigns acme-sales, acme-shadow): no data loaded; "
+            "goededoel (campaign donors): no data loaded; other (campaign other-sales): no data loaded",
+        }
+        assert ready["tenants"]["other"] == {
+            "condition": "no-data",
+            "generation": None,
+            "campaigns": ["other-sales"],
+            "detail": "no data loaded",
+        }
+
+        def loaded() -> dict[str, float | None]:
+            gauge = service.metrics.registry.get_sample_value
+            return {t: gauge("gatekeeper_index_tenant_loaded", {"tenant": t}) for t in ("acme", "goededoel", "other")}
+
+        assert loaded() == {"acme": 0, "goededoel": 0, "other": 0}
+        rows = ["acme,0612345678,consent,2020-01-01,,form-1", "goededoel,0612345681,customer,2015-01-01,,d"]
+        await Loader(service.index).load(write_csv(tmp_path / "d.csv", rows), region="NL", replace=True)
+        await service.refresh_generations()
+        status, body = await get(service, "/readyz")
+        ready = json.loads(body)
+        detail = ready["checks"]["index"]["detail"]
+        assert status == 200 and detail == "2 of 3 tenant(s) loaded; other (campaign other-sales): no data loaded"
+        assert ready["tenants"]["acme"]["condition"] == "loaded" and ready["tenants"]["other"]["condition"] == "no-data"
+        assert loaded() == {"acme": 1, "goededoel": 1, "other": 0}
+        redis.stop()  # Redis unreachable: that is the whole instance, not one tenant
         status, body = await get(service, "/readyz")
         checks = json.loads(body)["checks"]
         assert status == 503 and checks["redis"]["ok"] is False and "unreachable" in checks["redis"]["detail"]

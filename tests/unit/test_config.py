@@ -376,10 +376,35 @@ def test_the_complete_configuration_is_valid() -> None:
 
 def test_the_readme_configuration_snippets_pasted_together_are_valid_and_load() -> None:
     blocks = toml_blocks()
-    assert len(blocks) == 3 and "[[http.tokens]]" in blocks[2] and "[http]" in blocks[1]
+    assert len(blocks) == 4 and "[http]" in blocks[1] and blocks[2].startswith("[import.columns]")
+    assert "[[http.tokens]]" in blocks[3]
     data = tomllib.loads("\n".join(blocks))  # each snippet pasted after the ones above it
     assert data["http"]["listen"] == "127.0.0.1:8080" and data["http"]["session_secret"] == "…"
     assert data["http"]["tokens"] == [{"name": "compliance-desk", "role": "compliance", "sha256": "…"}]
     settings = parse(fill_placeholders(data), "README.md", {})  # and every key in them is one gatekeeper knows
     assert [(t.name, t.role) for t in settings.http.tokens] == [("compliance-desk", "compliance")]
     assert settings.index.max_connections == 32 and settings.ari is not None
+    assert dict(settings.imports.columns)["telefoonnummer"] == "number"
+
+
+def test_import_columns_map_a_crm_export() -> None:
+    data = {"index": {"pepper": PEPPER}, "import": {"columns": {"Telefoonnummer": "number", "klant": "Tenant"}}}
+    assert parse(data, "inline", {}).imports.columns == (("telefoonnummer", "number"), ("klant", "tenant"))
+    assert parse({"index": {"pepper": PEPPER}}, "inline", {}).imports.columns == ()
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"columns": {"telefoonnummer": "nummer"}},
+         "inline: import.columns: telefoonnummer=nummer: 'nummer' is not a field; the fields are tenant, number, kind, "
+         "start, end, reference"),
+        ({"columns": {"a": "number", "b": "number"}}, "inline: import.columns: columns 'a' and 'b' both map to number"),
+        ({"columns": {"a": 1}}, "inline: import.columns.a: must be a str"),
+        ({"colums": {}}, "inline: import.colums: unknown key"),
+    ],
+)  # fmt: skip
+def test_import_column_errors_name_the_key(section: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse({"index": {"pepper": PEPPER}, "import": section}, "inline", {})
+    assert str(caught.value).startswith(message)

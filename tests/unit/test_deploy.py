@@ -41,6 +41,8 @@ REQUIRED_ALERTS = {
     "outbox backlog growing": "GatekeeperOutboxBacklogGrowing",
     "ARI disconnected": "GatekeeperAriDisconnected",
     "instance down": "GatekeeperInstanceDown",
+    "tenant without data (issue 8)": "GatekeeperTenantWithoutData",
+    "tenant split by an interrupted import (issue 9)": "GatekeeperTenantSplit",
 }
 SANDBOX = {
     "NoNewPrivileges": "yes",
@@ -103,6 +105,8 @@ def test_dashboard_queries_only_what_gatekeeper_exposes() -> None:
         "gatekeeper_outbox_backlog",
         "gatekeeper_ari_connected",
         "gatekeeper_fastagi_sessions_open",
+        "gatekeeper_index_tenant_loaded",
+        "gatekeeper_index_tenant_split",
     }
 
 
@@ -128,7 +132,7 @@ def test_dashboard_structure() -> None:
         assert 'job="$job"' in target["expr"] and 'instance=~"$instance"' in target["expr"], title
     titles = " | ".join(p["title"].lower() for p in board["panels"])
     for wanted in ("by verdict", "by reason", "latency", "fail-closed", "age of the last import", "outbox", "ari",
-                   "fastagi"):  # fmt: skip
+                   "fastagi", "tenant data"):  # fmt: skip
         assert wanted in titles, wanted
 
 

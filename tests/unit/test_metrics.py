@@ -47,6 +47,8 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "gatekeeper_index_up": ("gauge", frozenset()),
     "gatekeeper_index_generation": ("gauge", frozenset({"tenant"})),
     "gatekeeper_index_last_import_timestamp_seconds": ("gauge", frozenset({"tenant"})),
+    "gatekeeper_index_tenant_loaded": ("gauge", frozenset({"tenant"})),
+    "gatekeeper_index_tenant_split": ("gauge", frozenset({"tenant"})),
     "gatekeeper_outbox_backlog": ("gauge", frozenset()),
     "gatekeeper_shipper_lag_seconds": ("gauge", frozenset()),
     "gatekeeper_log_messages_total": ("counter", frozenset({"level", "logger"})),
@@ -135,12 +137,16 @@ def test_every_label_value_exists_before_the_first_call(metrics: Metrics, settin
     tenants = {d["tenant"] for d in samples(metrics.registry, "gatekeeper_index_generation")}
     assert tenants == settings.tenants == {"acme", "goededoel", "other"}
     assert {d["tenant"] for d in samples(metrics.registry, "gatekeeper_index_last_import_timestamp_seconds")} == tenants
+    assert {d["tenant"] for d in samples(metrics.registry, "gatekeeper_index_tenant_loaded")} == tenants
+    assert {d["tenant"] for d in samples(metrics.registry, "gatekeeper_index_tenant_split")} == tenants
     get = metrics.registry.get_sample_value
     assert get("gatekeeper_decisions_total", {"verdict": "block", "reason": "objection", "campaign": "donors"}) == 0
     assert get("gatekeeper_fastagi_sessions_open") == 0
     assert get("gatekeeper_ari_connected") == 0
     assert get("gatekeeper_ari_configured") == 0  # no [ari] section
     assert math.isnan(get("gatekeeper_index_up") or 0.0)  # not asked yet: neither up nor down
+    assert math.isnan(get("gatekeeper_index_tenant_loaded", {"tenant": "acme"}) or 0.0)  # not read yet
+    assert get("gatekeeper_index_tenant_split", {"tenant": "acme"}) == 0
     assert samples(metrics.registry, "gatekeeper_build_info") == [{"version": __version__}]
 
 
@@ -235,3 +241,15 @@ def test_index_up_follows_lookups_and_probes(metrics: Metrics, settings: Setting
 )
 def test_logger_names_map_onto_a_bounded_label(logger: str, label: str) -> None:
     assert log_source(logger) == label
+
+
+def test_tenant_state_is_a_gauge_per_tenant(metrics: Metrics) -> None:
+    get = metrics.registry.get_sample_value
+    metrics.tenant_state("acme", loaded=True, split=True)
+    metrics.tenant_state("other", loaded=False, split=False)
+    assert get("gatekeeper_index_tenant_loaded", {"tenant": "acme"}) == 1
+    assert get("gatekeeper_index_tenant_split", {"tenant": "acme"}) == 1
+    assert get("gatekeeper_index_tenant_loaded", {"tenant": "other"}) == 0
+    assert get("gatekeeper_index_tenant_split", {"tenant": "other"}) == 0
+    metrics.tenant_state("acme", loaded=True, split=False)  # the next import finished the switch
+    assert get("gatekeeper_index_tenant_split", {"tenant": "acme"}) == 0

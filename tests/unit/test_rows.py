@@ -6,7 +6,17 @@ from pathlib import Path
 import pytest
 
 from gatekeeper.index import codec
-from gatekeeper.index.rows import ImportFileError, Row, RowError, Validator, detect_delimiter, read
+from gatekeeper.index.rows import (
+    MAP_TABLE,
+    ColumnMap,
+    ColumnMapError,
+    ImportFileError,
+    Row,
+    RowError,
+    Validator,
+    detect_delimiter,
+    read,
+)
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
@@ -143,3 +153,94 @@ def test_codec_round_trip() -> None:
 )
 def test_the_delimiter_is_the_most_frequent_one_outside_quotes(header: str, delimiter: str) -> None:
     assert detect_delimiter(header) == delimiter
+
+
+def test_validator_tells_facts_that_start_after_the_import() -> None:
+    validator = Validator("NL", NOW)  # 2026-11-28 13:00 in Amsterdam
+    cases = {"2026-11-28": False, "2026-11-29": True, "2030-01-01": True, "2026-11-28T13:00": False,
+             "2026-11-28T13:00:01": True, "2026-11-28T12:00:01+00:00": True}  # fmt: skip
+    for start, later in cases.items():
+        row = validator.validate(2, {"tenant": "acme", "number": "0612345678", "kind": "consent", "start": start})
+        assert isinstance(row, Row) and validator.in_future(row) is later, start
+
+
+CRM_EXPORT = "Klant;Telefoonnummer;Soort;Begin;Kenmerk\nacme;0612345678;consent;2025-01-01;form-1\n"
+CRM_MAP = "klant=tenant,telefoonnummer=number,soort=kind,begin=start,kenmerk=reference"
+
+
+def test_a_column_map_reads_a_crm_export(tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    path.write_text(CRM_EXPORT)
+    expected = {
+        "tenant": "acme",
+        "number": "0612345678",
+        "kind": "consent",
+        "start": "2025-01-01",
+        "reference": "form-1",
+    }
+    assert list(read(path, ColumnMap.parse(CRM_MAP))) == [(2, expected)]
+    jsonl = tmp_path / "crm.jsonl"
+    jsonl.write_text('{"klant": "acme", "Telefoonnummer": "0612345678", "soort": "consent", "begin": "2025-01-01"}\n')
+    assert list(read(jsonl, ColumnMap.parse(CRM_MAP))) == [(1, {k: v for k, v in expected.items() if k != "reference"})]
+    # A standard header needs no mapping, and a mapping from the configuration may name absent columns.
+    standard = tmp_path / "standard.csv"
+    standard.write_text("tenant,number,kind,start\nacme,0612345678,consent,2025-01-01\n")
+    assert len(list(read(standard, ColumnMap.of([("telefoonnummer", "number")], MAP_TABLE)))) == 1
+
+
+def test_the_command_line_map_overrides_the_configured_one() -> None:
+    configured = ColumnMap.of([("telefoon", "number"), ("klant", "tenant")], MAP_TABLE)
+    combined = configured.then(ColumnMap.parse("mobiel=number,relatie=reference"))
+    assert [(m.column, m.field, m.origin) for m in combined.mappings] == [
+        ("klant", "tenant", MAP_TABLE),
+        ("mobiel", "number", "--map"),
+        ("relatie", "reference", "--map"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("telefoonnummer=nummer", "--map: telefoonnummer=nummer: 'nummer' is not a field; the fields are tenant, "
+                                  "number, kind, start, end, reference"),
+        ("telefoonnummer", "--map: 'telefoonnummer' is not COLUMN=FIELD (e.g. telefoonnummer=number)"),
+        ("=number", "--map: =number needs a column and a field"),
+        ("a=number,a=tenant", "--map: column 'a' is mapped twice"),
+        ("a=number,b=number", "--map: columns 'a' and 'b' both map to number"),
+        (",", "--map: empty"),
+    ],
+)  # fmt: skip
+def test_bad_column_maps_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ColumnMapError) as caught:
+        ColumnMap.parse(text)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("header", "mapping", "message"),
+    [
+        ("Klant;Telefoon;Soort", "klant=tenant,soort=kind",
+         "line 1: the header lacks number (expected tenant,number,kind,start,end,reference; got klant,telefoon,soort); "
+         "name the columns that hold them with --map COLUMN=FIELD,… or [import.columns], e.g. --map "
+         "telefoonnummer=number"),
+        ("Klant;Telefoon;Soort", "klant=tenant,soort=kind,telefoonnummer=number",
+         "line 1: --map telefoonnummer=number: the file has no column 'telefoonnummer' (its columns: klant, telefoon, "
+         "soort)"),
+        ("Klant;Telefoon;Number;Soort", "klant=tenant,soort=kind,telefoon=number",
+         "line 1: columns 'telefoon' and 'number' both give the field number; map only one of them (--map "
+         "COLUMN=number)"),
+    ],
+)  # fmt: skip
+def test_missing_or_ambiguous_columns_are_named(tmp_path: Path, header: str, mapping: str, message: str) -> None:
+    path = tmp_path / "crm.csv"
+    path.write_text(header + "\n")
+    with pytest.raises(ImportFileError) as caught:
+        list(read(path, ColumnMap.parse(mapping)))
+    assert str(caught.value) == message
+
+
+def test_a_configured_map_names_itself_when_its_column_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    path.write_text("tenant,telefoon,kind\n")
+    with pytest.raises(ImportFileError, match=r"no column matches \[import.columns\] mobiel=number"):
+        list(read(path, ColumnMap.of([("mobiel", "number")], MAP_TABLE)))
