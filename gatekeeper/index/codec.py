@@ -35,7 +35,11 @@ class Kind(IntEnum):
 
 
 class EncodingError(ValueError):
-    pass
+    """A value the record format cannot hold; `field` names it (`start`, `end` or `reference`)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def encode_moment(moment: Moment | None) -> int:
@@ -65,8 +69,15 @@ def decode_moment(value: int) -> Moment | None:
 def entry(kind: Kind, start: Moment | None, end: Moment | None = None, reference: str = "") -> bytes:
     ref = reference.encode()
     if len(ref) > MAX_REFERENCE_BYTES:
-        raise EncodingError(f"reference longer than {MAX_REFERENCE_BYTES} bytes")
-    return _HEAD.pack(9 + len(ref), kind, encode_moment(start), encode_moment(end)) + ref
+        raise EncodingError(f"reference longer than {MAX_REFERENCE_BYTES} bytes", "reference")
+    return _HEAD.pack(9 + len(ref), kind, _field_moment(start, "start"), _field_moment(end, "end")) + ref
+
+
+def _field_moment(moment: Moment | None, field: str) -> int:
+    try:
+        return encode_moment(moment)
+    except EncodingError as exc:
+        raise EncodingError(str(exc), field) from None
 
 
 def record(entries: Iterable[bytes]) -> bytes:

@@ -396,7 +396,7 @@ class Validator:
         try:
             entry = codec.entry(kind, start, end, reference)
         except codec.EncodingError as exc:
-            return RowError(line, "reference" if "reference" in str(exc) else "start", str(exc))
+            return RowError(line, exc.field or "start", str(exc))
         return Row(line, tenant, number.e164, kind, entry, start)
 
 

@@ -462,7 +462,7 @@ class ConsentIndex:
             try:
                 replies = await run_pipeline(self.client, fill)
             except ResponseError as exc:
-                if "STALE" in str(exc):
+                if reply_code(exc) == STALE:
                     continue
                 raise
             created, added, skipped = (int(x) for x in replies[0])
@@ -561,7 +561,7 @@ class ConsentIndex:
                     [key.field, entry, fingerprint],
                 )
             except ResponseError as exc:
-                if "STALE" in str(exc):
+                if reply_code(exc) == STALE:
                     continue
                 raise
             for position, (tenant, gen) in counted.items():
@@ -610,6 +610,18 @@ def _generation_number(value: bytes | None) -> int | None:
 def text(value: bytes | str) -> str:
     """A Redis reply value as text."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+STALE = "STALE"  # the code of the Lua scripts' error reply when a tenant's generation changed under them
+
+
+def reply_code(exc: ResponseError) -> str:
+    """The code of a Redis error reply: its first word (`STALE`, `BUSYGROUP`, `NOGROUP`, `WRONGTYPE`, …).
+
+    Redis (and the Lua scripts, with `redis.error_reply`) put the kind of an error there; callers compare
+    the code, never search the message.
+    """
+    return str(exc).partition(" ")[0]
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gatekeeper.config import Settings
 from gatekeeper.index.connect import connect
-from gatekeeper.index.store import Client
+from gatekeeper.index.store import Client, reply_code
 from gatekeeper.log.outbox import RECORD_FIELD, OutboxKeys, stop_task
 from gatekeeper.log.record import DecisionRecord, RecordError
 from gatekeeper.log.sql import DATABASE_ERRORS, SchemaError
@@ -182,7 +182,7 @@ class Shipper:
             # From id 0: entries appended before the group existed (e.g. after a Redis restart) are shipped.
             await self.client.xgroup_create(self.keys.stream, self.keys.group, id="0", mkstream=True)
         except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
+            if reply_code(exc) != "BUSYGROUP":
                 raise
         self._prepared = True
         self._pending_done = False
@@ -214,7 +214,7 @@ class Shipper:
                     self.keys.group, self.consumer, {self.keys.stream: start}, count=self.batch, block=block_ms
                 )
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc) or attempt:
+                if reply_code(exc) != "NOGROUP" or attempt:
                     raise
                 # Redis lost the stream and its group (restart without persistence): create them again.
                 log.warning("outbox group %s missing on %s; creating it", self.keys.group, self.keys.stream)

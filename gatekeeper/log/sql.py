@@ -118,7 +118,7 @@ class SqliteDatabase(Database):
                     conn.execute("PRAGMA journal_mode=WAL")
                     break
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or attempt == 49:
+                    if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or attempt == 49:
                         raise
                     time.sleep(0.02)
             conn.execute("PRAGMA synchronous=FULL")

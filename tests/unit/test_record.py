@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.exceptions import ResponseError
 
 from gatekeeper.gate import CallRequest
+from gatekeeper.index import codec
+from gatekeeper.index.store import reply_code
 from gatekeeper.record import DecisionRecord, new_decision_id, representable
 from tests.conftest import make_record
 
@@ -74,3 +78,25 @@ def test_the_payload_never_fails_and_keeps_every_field() -> None:
     assert (data["campaign"], data["uniqueid"]) == ("bad\\xff", "nul\\x00")
     good = make_record(explanation="geen toestemming — “quoted”")
     assert DecisionRecord.loads(good.payload()) == good
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "reference", "field"),
+    [
+        (dt.date(2025, 1, 1), dt.datetime(2025, 1, 2), "", "end"),  # a date-time without a time zone
+        (dt.datetime(2025, 1, 1), None, "", "start"),
+        (dt.date(2025, 1, 1), None, "x" * 1000, "reference"),
+    ],
+)
+def test_an_unencodable_fact_names_its_field(
+    start: dt.date, end: dt.datetime | None, reference: str, field: str
+) -> None:
+    with pytest.raises(codec.EncodingError) as raised:
+        codec.entry(codec.Kind.CONSENT, start, end, reference)
+    assert raised.value.field == field
+
+
+def test_redis_error_replies_are_told_apart_by_their_code() -> None:
+    assert reply_code(ResponseError("STALE generation 7")) == "STALE"
+    assert reply_code(ResponseError("BUSYGROUP Consumer Group name already exists")) == "BUSYGROUP"
+    assert reply_code(ResponseError("ERR the message mentions STALE")) == "ERR"
