@@ -95,7 +95,7 @@ async def serve_protocol(factory: type[Floor], port: int, stop: asyncio.Event) -
 
 
 async def gatekeeper(config: Path, latencies: list[float], stop: asyncio.Event) -> None:
-    logs.configure("json", "info")  # as `gatekeeper serve` logs under systemd: a line per blocked call
+    logs.configure("json", "info", batched=True)  # as `gatekeeper serve` logs under systemd: a line per block
     service = build_service(load(config), listeners=[lambda record: latencies.append(record.latency_us / 1e6)])
     await service.start()
     await stop.wait()

@@ -562,7 +562,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = args.log_level if args.command == "serve" else "warning"
-    logs.configure(args.log_format or logs.default_format(), level)
+    logs.configure(args.log_format or logs.default_format(), level, batched=args.command == "serve")
     try:
         if args.command == "demo":
             return asyncio.run(run_demo(args.redis_url, keep_serving=not args.once, workdir=Path(args.workdir)))

@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from typing import Any, Final, TextIO
 
 import orjson
@@ -32,6 +33,8 @@ from gatekeeper.record import DecisionRecord
 FORMATS: Final = ("text", "json")
 LEVELS: Final = ("debug", "info", "warning", "error")
 DECISIONS_LOGGER: Final = "gatekeeper.gate.decisions"
+FLUSH_INTERVAL: Final = 0.2  # seconds a batched line may wait before it is written
+BATCH_BYTES: Final = 64 * 1024  # a batch this large is written at once
 
 # What a telephone number looks like in free text, as a last line of defence (over-masking is fine):
 # - international: `+` or `00`, then 8-15 digits, optionally split by spaces, dashes, slashes, dots or
@@ -123,7 +126,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in extra_fields(record).items():
+        fields = getattr(record, "_gatekeeper_fields", None)  # a decision's: known without a scan of the record
+        for key, value in (fields if fields is not None else extra_fields(record)).items():
             entry.setdefault(key, value)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
@@ -180,11 +184,60 @@ class _ConfiguredHandler(logging.StreamHandler[TextIO]):
     """The handler `configure` installs (so a second `configure` replaces it instead of adding another)."""
 
 
-def configure(format: str = "text", level: str = "info", *, stream: TextIO | None = None) -> logging.Handler:
+class _BatchingHandler(_ConfiguredHandler):
+    """Lines written in batches: a warning or error at once (with the lines before it), the rest at most
+    `FLUSH_INTERVAL` later, from a thread of its own. `gatekeeper serve` logs a line per blocked call; a
+    write system call per line would cost its event loop more than the decision's own work."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+        self._size = 0
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_periodically, name="gatekeeper-log-flush", daemon=True)
+        self._flusher.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]  # logging.Handler creates it in __init__
+            self._lines.append(line)
+            self._size += len(line)
+            urgent = record.levelno >= logging.WARNING or self._size >= BATCH_BYTES
+        if urgent:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            lines, self._lines, self._size = self._lines, [], 0
+            if lines:
+                try:
+                    self.stream.write("".join(lines))
+                    self.stream.flush()
+                except (OSError, ValueError):  # a closed or broken stream: nothing else can be done with them
+                    pass
+
+    def _flush_periodically(self) -> None:
+        while not self._closed.wait(FLUSH_INTERVAL):
+            self.flush()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.flush()
+        super().close()
+
+
+def configure(
+    format: str = "text", level: str = "info", *, stream: TextIO | None = None, batched: bool = False
+) -> logging.Handler:
     """Log to `stream` (stderr) in `format` (`text` | `json`) at `level` and above; returns the handler.
 
-    Idempotent: a second call replaces the handler the first one installed. Handlers others installed
-    (pytest's capture, a `LogCounter`) are left alone.
+    `batched` (the service): lines below warning level are written in batches, at most `FLUSH_INTERVAL`
+    late; warnings and errors at once. Idempotent: a second call replaces the handler the first one
+    installed. Handlers others installed (pytest's capture, a `LogCounter`) are left alone.
     """
     if format not in FORMATS:
         raise ValueError(f"log format must be one of {' | '.join(FORMATS)}, not {format!r}")
@@ -194,7 +247,8 @@ def configure(format: str = "text", level: str = "info", *, stream: TextIO | Non
     for old in [h for h in root.handlers if isinstance(h, _ConfiguredHandler)]:
         root.removeHandler(old)
         old.close()
-    handler = _ConfiguredHandler(sys.stderr if stream is None else stream)
+    target = sys.stderr if stream is None else stream
+    handler = _BatchingHandler(target) if batched else _ConfiguredHandler(target)
     handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
     handler.addFilter(NumberMasker())
     root.addHandler(handler)
@@ -250,12 +304,12 @@ class DecisionLogger:
         # the PBX, may hold digits (a dialplan that passes the number as the campaign). Masked here, the
         # record skips the handlers' masking filter; built directly, it skips logging's stack walk.
         fields["campaign"] = campaign = mask_numbers(record.campaign)
-        fields["_gatekeeper_masked"] = True
         message = (
             f"{record.verdict.value.upper()} {record.reason.value}: campaign {campaign}, "
             f"number {record.number_masked} (decision {record.decision_id}, {record.latency_us} µs)"
         )
-        self.log.handle(self.log.makeRecord(self.log.name, level, __file__, 0, message, (), None, extra=fields))
+        extra = {**fields, "_gatekeeper_masked": True, "_gatekeeper_fields": fields}
+        self.log.handle(self.log.makeRecord(self.log.name, level, __file__, 0, message, (), None, extra=extra))
 
 
 __all__ = [

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -235,3 +236,27 @@ def test_warnings_and_errors_are_counted(settings: Settings) -> None:
     assert get("gatekeeper_log_messages_total", {"level": "warning", "logger": "fastagi"}) == 1
     assert get("gatekeeper_log_messages_total", {"level": "error", "logger": "other"}) == 1
     assert get("gatekeeper_log_messages_total", {"level": "warning", "logger": "index"}) == 0
+
+
+def test_the_service_writes_lines_in_batches_but_warnings_at_once() -> None:
+    root = logging.getLogger()
+    level = root.level
+    stream = io.StringIO()
+    handler = configure("json", "info", stream=stream, batched=True)
+    try:
+        log.info("a blocked call")
+        log.info("another")
+        assert stream.getvalue() == ""  # waiting for the next batch
+        log.warning("Redis unreachable")  # written at once, after the lines before it
+        assert [entry["message"] for entry in lines(stream)] == ["a blocked call", "another", "Redis unreachable"]
+        log.info("later")
+        deadline = time.monotonic() + 5
+        while "later" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lines(stream)[-1]["message"] == "later"  # the flusher wrote it within FLUSH_INTERVAL
+        log.info("at the end")
+    finally:
+        root.removeHandler(handler)
+        handler.close()  # a stop writes what is waiting
+        root.setLevel(level)
+    assert lines(stream)[-1]["message"] == "at the end"
