@@ -94,12 +94,11 @@ async def serve_protocol(factory: type[Floor], port: int, stop: asyncio.Event) -
     server.close()
 
 
-async def gatekeeper(config: Path, latencies: list[float], stop: asyncio.Event) -> None:
+async def gatekeeper(config: Path, latencies: list[float]) -> None:
+    """`gatekeeper serve` as `gatekeeper.serve.serve` runs it (Service.run: until SIGTERM)."""
     logs.configure("json", "info", batched=True)  # as `gatekeeper serve` logs under systemd: a line per block
     service = build_service(load(config), listeners=[lambda record: latencies.append(record.latency_us / 1e6)])
-    await service.start()
-    await stop.wait()
-    await service.stop()
+    await service.run()
 
 
 async def main() -> None:
@@ -111,8 +110,8 @@ async def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if args.mode != "gatekeeper":
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     latencies: list[float] = []
     if args.mode == "floor":
         await serve_protocol(Floor, args.port, stop)
@@ -123,7 +122,7 @@ async def main() -> None:
         await serve_protocol(Minimal, args.port, stop)
         await Minimal.fast.close()
     else:
-        await gatekeeper(args.config, latencies, stop)
+        await gatekeeper(args.config, latencies)
     times = os.times()
     args.out.write_text(json.dumps({"latencies": latencies, "cpu_seconds": times.user + times.system}))
 

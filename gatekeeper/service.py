@@ -85,7 +85,7 @@ class Service:
     async def start(self) -> None:
         self._log_counter = LogCounter.install(self.metrics)
         try:
-            await self.refresh_generations()
+            await self.refresh_generations(scripts=True)
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
@@ -154,9 +154,12 @@ class Service:
 
     # -- index generations ---------------------------------------------------------------------------
 
-    async def refresh_generations(self) -> None:
-        """Read every tenant's generation and health: the lookups' cache, the readiness detail, the gauges."""
-        tenants = await self.index.warm()
+    async def refresh_generations(self, *, scripts: bool = False) -> None:
+        """Read every tenant's generation and health: the lookups' cache, the readiness detail, the gauges.
+
+        `scripts`: also load the Lua scripts (at start-up; later, a call that meets NOSCRIPT loads them).
+        """
+        tenants = await self.index.warm(scripts=scripts)
         self.metrics.index_reachable(True)
         health = await tenant_health(self.index, self.settings.tenants, infos=tenants)
         earlier = self._tenant_health or {}

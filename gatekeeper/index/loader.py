@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import sqlite3
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -139,6 +140,9 @@ class DuplicateFinder:
         self._db = sqlite3.connect("", check_same_thread=False)
         self._db.execute("CREATE TABLE seen (digest INTEGER PRIMARY KEY, line INTEGER NOT NULL)")
         self._db.execute("CREATE TABLE batch (digest INTEGER NOT NULL, line INTEGER NOT NULL)")
+        # An interrupted import closes the finder while a worker thread may still be checking a batch (a
+        # cancelled to_thread task does not stop its thread): closing waits for that check, never cuts it.
+        self._lock = threading.Lock()
 
     def check(self, rows: Iterable[Row]) -> list[tuple[int, int]]:
         """(line, earlier line) for each of the rows (in file order) that repeats an earlier fact."""
@@ -149,7 +153,7 @@ class DuplicateFinder:
             if first != row.line:
                 repeats.append((row.line, first))
         earlier: dict[int, int] = {}  # the first line in this batch -> the line in an earlier batch
-        with self._db:
+        with self._lock, self._db:
             before = self._db.total_changes
             self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", sorted(firsts.items()))
             if self._db.total_changes - before < len(firsts):  # some digests were there already
@@ -162,7 +166,8 @@ class DuplicateFinder:
         return sorted(found)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 class Loader:

@@ -263,9 +263,14 @@ class ConsentIndex:
         held = await run_pipeline(self.client, fill) if tenants else []
         return {tenant for tenant, exists in zip(tenants, held, strict=True) if exists}
 
-    async def warm(self) -> dict[str, TenantInfo]:
-        """Load the scripts and every tenant's generation, so the first lookups need no retry."""
-        await self.load_scripts()
+    async def warm(self, *, scripts: bool = True) -> dict[str, TenantInfo]:
+        """Load the scripts and every tenant's generation, so the first lookups need no retry.
+
+        `scripts=False` (the service's periodic refresh): the generations only; a script that Redis lost
+        (a restart, SCRIPT FLUSH) is loaded again by the call that gets NOSCRIPT.
+        """
+        if scripts:
+            await self.load_scripts()
         tenants = await self.tenants()
         for name, info in tenants.items():
             self._generations[name] = Generation(info.generation, info.sub_bits)
