@@ -354,7 +354,7 @@ class Shipper:
             async with asyncio.timeout(FINAL_SHIP_SECONDS):
                 await self.ship_once()
         except Exception as exc:  # the records stay in the stream (or spool) for the next start
-            log.warning("could not ship the last decision records before stopping: %s", type(exc).__name__)
+            log.warning("could not ship the last decision records before stopping: %s: %s", type(exc).__name__, exc)
         if self._owns:
             await self.client.aclose()
             await self.store.close()

@@ -118,7 +118,8 @@ class SqliteDatabase(Database):
                     conn.execute("PRAGMA journal_mode=WAL")
                     break
                 except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or attempt == 49:
+                    # the primary code (low byte) of the extended one: SQLITE_BUSY_RECOVERY etc. are busy too
+                    if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or attempt == 49:
                         raise
                     time.sleep(0.02)
             conn.execute("PRAGMA synchronous=FULL")
@@ -133,7 +134,14 @@ class SqliteDatabase(Database):
     @asynccontextmanager
     async def transaction(self, *, write: bool) -> AsyncIterator[Tx]:
         async with self._lock:
-            await self.run(lambda c: c.execute("BEGIN IMMEDIATE" if write else "BEGIN"))
+            try:
+                await self.run(lambda c: c.execute("BEGIN IMMEDIATE" if write else "BEGIN"))
+            except BaseException:
+                # Cancelled while the BEGIN waited in the database's thread: it still runs there, and left
+                # open it would refuse every later transaction ("cannot start a transaction within a
+                # transaction"). The thread runs one thing at a time, so this rollback follows it.
+                await asyncio.shield(self.run(_rollback))
+                raise
             try:
                 yield _SqliteTx(self)
             except BaseException:

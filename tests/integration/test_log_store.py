@@ -7,11 +7,13 @@ purge, keyset pagination, filters, summaries, CSV export and the audit trail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
 import io
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -29,7 +31,7 @@ from gatekeeper.log.query import (
     row_from_stored,
 )
 from gatekeeper.log.record import DecisionRecord, StoredRecord, chain_hash, format_time
-from gatekeeper.log.sql import SchemaError
+from gatekeeper.log.sql import SchemaError, SqliteDatabase
 from gatekeeper.log.store import ChainConflict, LogStore, ProblemKind
 from gatekeeper.record import new_decision_id
 from tests.pg import shared_postgres
@@ -419,3 +421,31 @@ async def test_audit_trail_records_who_changed_what(store: LogStore) -> None:
     assert entries_[0].details == {"rows": 3} and entries_[0].at == T0 and entries_[0].number_hash is None
     assert [e.id for e in await store.list_audit(limit=1, before_id=third)] == [second]
     assert [e.to_json()["details"] for e in await store.list_audit(number_hash=HASH_A)] == [{"tenant": "acme"}]
+
+
+async def test_a_transaction_cancelled_while_it_begins_leaves_none_open(tmp_path: Path) -> None:
+    """A shipper stopped while its BEGIN waits in the SQLite thread: the next transaction still works."""
+    path = tmp_path / "cancel.db"
+    db = SqliteDatabase(path)
+    async with db.transaction(write=True) as tx:
+        await tx.execute("CREATE TABLE t (x INTEGER)")
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the next BEGIN IMMEDIATE waits for it
+
+    async def write() -> None:
+        async with db.transaction(write=True) as tx:
+            await tx.execute("INSERT INTO t VALUES (1)")
+
+    task = asyncio.create_task(write())
+    await asyncio.sleep(0.2)  # the BEGIN is waiting in the database's thread
+    task.cancel()
+    await asyncio.sleep(0.05)  # the cancelled task now waits for its rollback, queued behind the BEGIN
+    blocker.execute("ROLLBACK")  # the BEGIN gets its lock now, after its caller is gone
+    blocker.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    async with db.transaction(write=True) as tx:
+        await tx.execute("INSERT INTO t VALUES (2)")
+    async with db.transaction(write=False) as tx:
+        assert await tx.fetchall("SELECT x FROM t") == [(2,)]
+    await db.close()
