@@ -67,6 +67,20 @@ def _pack(args: tuple[bytes | str | int | None, ...]) -> bytes:
     return packed
 
 
+def pack_head(*words: str | bytes) -> bytes:
+    """A command's first words in RESP, for a command whose last argument is added per call (`with_last`)."""
+    parts = [b"*%d\r\n" % (len(words) + 1)]
+    for word in words:
+        data = word.encode() if isinstance(word, str) else word
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def with_last(head: bytes, argument: bytes) -> bytes:
+    """The whole command: `head` (from `pack_head`) and its last argument."""
+    return head + b"$%d\r\n%b\r\n" % (len(argument), argument)
+
+
 def _expire(waiter: asyncio.Future[Any]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())

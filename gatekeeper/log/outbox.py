@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatekeeper.config import Settings, sqlite_path
-from gatekeeper.index.fastpath import FastPath
+from gatekeeper.index.fastpath import FastPath, pack_head, with_last
 from gatekeeper.index.store import Client
 from gatekeeper.record import DecisionRecord, EvidenceError, RecordError
 
@@ -177,15 +177,6 @@ async def stop_task(task: asyncio.Task[None]) -> None:
         log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
-def _packed_head(*words: str | bytes) -> bytes:
-    """The RESP encoding of a command's first words, for a command whose last argument is added per call."""
-    parts = [b"*%d\r\n" % (len(words) + 1)]
-    for word in words:
-        data = word.encode() if isinstance(word, str) else word
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(parts)
-
-
 def _is_current(fd: int, path: Path) -> bool:
     try:
         on_disk = os.stat(path)
@@ -236,7 +227,7 @@ class Outbox:
         self.appended = 0
         self.spooled = 0
         self.replayed = 0
-        self._xadd_head = _packed_head("XADD", keys.stream, "*", RECORD_FIELD)
+        self._xadd_head = pack_head("XADD", keys.stream, "*", RECORD_FIELD)
         self._spool_queue: list[tuple[bytes, asyncio.Future[None]]] = []
         self._spool_writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -278,8 +269,7 @@ class Outbox:
     async def _xadd(self, payload: bytes) -> None:
         """One XADD, bounded by `timeout` (after it the record goes to the spool)."""
         if self.fast is not None:
-            packed = self._xadd_head + b"$%d\r\n%b\r\n" % (len(payload), payload)
-            await self.fast.call_packed(packed, within=self.timeout)
+            await self.fast.call_packed(with_last(self._xadd_head, payload), within=self.timeout)
         else:
             async with asyncio.timeout(self.timeout):
                 await self.client.xadd(self.keys.stream, {RECORD_FIELD: payload})

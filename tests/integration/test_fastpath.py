@@ -10,7 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from gatekeeper.devservers import PrivateRedis
-from gatekeeper.index.fastpath import Endpoint, FastPath
+from gatekeeper.index.fastpath import Endpoint, FastPath, _pack, pack_head, with_last
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +107,9 @@ async def test_a_lost_connection_fails_the_waiters_and_recovers(redis_server: Pr
     with PrivateRedis(port=port):
         assert await fast.call("PING") == b"PONG"
     await fast.close()
+
+
+def test_a_command_head_with_its_last_argument_is_what_hiredis_packs() -> None:
+    head = pack_head("XADD", "gk:outbox:pbx-1", "*", b"r")
+    for payload in (b"", b'{"v":1}', "zoë\r\n".encode() * 100):
+        assert with_last(head, payload) == _pack(("XADD", "gk:outbox:pbx-1", "*", b"r", payload))
