@@ -259,13 +259,13 @@ def verdict_command(record: DecisionRecord) -> bytes:
     `protocol.exec_mset` checks and quotes every pair; its line for a (verdict, reason) is made once and
     only the decision id (26 characters of Crockford base32) is appended per call.
     """
+    if not _DECISION_ID.fullmatch(record.decision_id):
+        return protocol.exec_mset(record.channel_variables())
     key = (record.verdict, record.reason)
     prefix = _VERDICT_PREFIXES.get(key)
-    if prefix is None or not _DECISION_ID.fullmatch(record.decision_id):
+    if prefix is None:
         line = protocol.exec_mset(record.channel_variables())
-        if prefix is None and _DECISION_ID.fullmatch(record.decision_id):
-            _VERDICT_PREFIXES[key] = line[: line.rindex(b"=") + 1]
-        return line
+        prefix = _VERDICT_PREFIXES[key] = line[: line.rindex(b"=") + 1]
     return prefix + record.decision_id.encode() + b'"\n'
 
 

@@ -10,7 +10,10 @@ import pytest
 from gatekeeper import contract
 from gatekeeper.ari.app import ChannelVariable
 from gatekeeper.contract import ChannelResult, IndexFailure, Reason, SessionOutcome, Source, Verdict
+from gatekeeper.fastagi.protocol import exec_mset
+from gatekeeper.fastagi.server import verdict_command
 from gatekeeper.metrics import FASTAGI_OUTCOMES, INDEX_ERROR_KINDS, SOURCES
+from gatekeeper.record import new_decision_id
 from tests.conftest import make_record
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
@@ -57,3 +60,11 @@ def test_the_channel_variables_are_a_projection_of_the_record(verdict: Verdict, 
         ("GATEKEEPER_REASON", "consent"),
         ("GATEKEEPER_DECISION_ID", "01JZ0000000000000000000001"),
     ]
+
+
+@pytest.mark.parametrize("verdict", list(Verdict))
+@pytest.mark.parametrize("reason", list(Reason))
+def test_the_cached_mset_line_is_the_one_exec_mset_builds(verdict: Verdict, reason: Reason) -> None:
+    for decision_id in (new_decision_id(1_785_000_000.0), new_decision_id(1_785_000_001.5), "not-an-id"):
+        record = make_record(verdict=verdict, reason=reason, decision_id=decision_id)
+        assert verdict_command(record) == exec_mset(record.channel_variables())
