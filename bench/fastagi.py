@@ -33,7 +33,7 @@ from typing import Any
 import phonenumbers
 import redis
 
-from bench import agi_client, load
+from bench import load
 from bench.common import consent_rows, mobile, percentiles, save, us, write_csv
 from bench.fastagi_server import MINIMAL_PREFIX
 from gatekeeper.config import load as load_config
@@ -165,7 +165,7 @@ def agi_script(config: Path, calls: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         done = subprocess.run(
             [str(script), "campaign=acme-sales"],
-            input=agi_client.environment(mobile(i)) + b"200 result=0\n",
+            input=load.environment(mobile(i)) + b"200 result=0\n",
             capture_output=True,
             env=env,
             check=True,
@@ -205,6 +205,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     return results
 
 
+def signed(seconds: float) -> str:
+    return ("+" if seconds >= 0 else "−") + us(abs(seconds))
+
+
 def table(results: dict[str, Any]) -> str:
     g, i, m, f = (results[k] for k in ("gatekeeper", "inline", "minimal", "floor"))
     rows = [
@@ -229,7 +233,7 @@ def table(results: dict[str, Any]) -> str:
                     f"{us(cpu[3])} | {cpu[0] / cpu[2]:.2f} |")  # fmt: skip
     sp = [r["sporadic"]["latency"] for r in (g, i, m, f)]
     rows.append(f"| sporadic (a call every 20 ms): session p50 / p99 | {pair(sp[0])} | {pair(sp[1])} | "
-                f"{pair(sp[2])} | {pair(sp[3])} | +{us(sp[0]['p99'] - sp[2]['p99'])} (p99) |")  # fmt: skip
+                f"{pair(sp[2])} | {pair(sp[3])} | {signed(sp[0]['p99'] - sp[2]['p99'])} (p99) |")  # fmt: skip
     rows.append(f"| decision (request → verdict, record not included), all runs: p50 / p99 | "
                 f"{pair(g['decision_time'])} | {pair(i['decision_time'])} | | | |")  # fmt: skip
     a = results["agi_script"]

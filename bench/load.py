@@ -14,7 +14,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.agi_client import environment
+from gatekeeper.simulator.fastagi import SimChannel, environment_block
+
+_MARK = "0600000000"
+# The environment block exactly as the test simulator (and Asterisk) sends it, with the number swapped in.
+_TEMPLATE = environment_block(
+    SimChannel(
+        url="agi://127.0.0.1:4573/check?campaign=acme-sales",
+        channel=f"Local/{_MARK}@outbound-00000022;2",
+        extension=_MARK,
+        callerid_num="+31201234567",
+        callerid_name="Acme Sales",
+        callingpres=0,
+    )
+)
+
+
+def environment(number: str) -> bytes:
+    return _TEMPLATE.replace(_MARK.encode(), number.encode())
+
 
 MSET = b"EXEC MSet"
 GET_FULL = b"GET FULL VARIABLE"
